@@ -1,0 +1,75 @@
+"""The Hydra app: compose the config, run the experiment, write ``results.nc``, summarise.
+
+Bad input exits with status 2 and one line on stderr, and removes the run directory that
+Hydra made for it, so nothing half-written stays under ``runs/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from sim import experiment
+from sim.config import register_configs, to_config
+from sim.errors import ConfigError
+from sim.record import write_atomic
+from sim.summary import format_summary
+
+RESULTS = "results.nc"
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def swept_values(cfg: DictConfig) -> dict[str, Any]:
+    """In a multirun, every command-line override as {config key: value}."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return {}
+    swept = {}
+    for override in hydra_cfg.overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in hydra_cfg.runtime.choices:
+            swept[key] = hydra_cfg.runtime.choices[key]
+        else:
+            swept[key] = OmegaConf.select(cfg, key, throw_on_missing=False)
+    return swept
+
+
+def _remove_run_dir(out_dir: Path) -> None:
+    """Remove a failed run's directory and the parents it leaves empty (up to cwd)."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    parent, stop = out_dir.parent, Path.cwd().resolve()
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        lone = parent / "multirun.yaml"
+        if lone.exists() and [p.name for p in parent.iterdir()] == ["multirun.yaml"]:
+            lone.unlink()
+    while parent.resolve() != stop and parent.is_dir() and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    logging.getLogger("jax").setLevel(logging.WARNING)  # no "Unable to initialize 'tpu'"
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        built = experiment.build(to_config(cfg))
+    except ConfigError as error:
+        _remove_run_dir(out_dir)
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    ds = experiment.run(built, swept_values(cfg), OmegaConf.to_yaml(cfg))
+    path = write_atomic(ds, out_dir / RESULTS)
+    print(format_summary(ds, built.chain.world.headline))
+    print(f"wrote {path} in {ds.attrs['wall_time_s']:.1f} s "
+          f"({ds.attrs['backend']}, {ds.sizes['seed']} seeds)")

@@ -1,0 +1,59 @@
+"""Typed configuration: frozen dataclasses that are also the Hydra schemas.
+
+``conf/*.yaml`` mirrors these classes; Hydra rejects an unknown key or a wrongly typed value
+while composing, before anything runs. The core receives these dataclasses, never a
+DictConfig. Checks that need several values at once (a sample size against a dimension)
+run when the experiment is built (``sim.experiment.build``), still before any compute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from sim.lanes import LanesConfig
+from sim.mix import MixConfig
+from sim.worlds import WORLDS, WorldConfig
+
+
+@dataclass(frozen=True)
+class Config:
+    world: WorldConfig = MISSING  # chosen by the `world` group: gaussian, gmm, linreg, ...
+    mix: MixConfig = field(default_factory=MixConfig)
+    lanes: LanesConfig = field(default_factory=LanesConfig)
+    generations: int = 10  # G: generations after generation 0 (which fits real data)
+    seeds: int = 8  # independent chains, run as lanes of one compiled program
+    seed: int = 0  # base seed: lane i uses fold_in(key(seed), i)
+    progress: bool = True  # show a progress bar over generations
+
+
+def _writable(node: DictConfig) -> DictConfig:
+    """Frozen dataclasses make read-only nodes; Hydra must merge into the schema."""
+    OmegaConf.set_readonly(node, None)
+    for key in node.keys():
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _writable(child)
+        else:
+            OmegaConf.set_readonly(child, None)
+    return node
+
+
+def schema(cls: type) -> DictConfig:
+    return _writable(OmegaConf.structured(cls))
+
+
+def register_configs() -> None:
+    """Register the schemas that conf/*.yaml extend (``<name>_schema`` in each group)."""
+    store = ConfigStore.instance()
+    store.store(name="config_schema", node=schema(Config))
+    store.store(group="mix", name="mix_schema", node=schema(MixConfig))
+    for name, entry in WORLDS.items():
+        store.store(group="world", name=f"{name}_schema", node=schema(entry.config))
+
+
+def to_config(cfg: DictConfig) -> Config:
+    """The typed config of a composed DictConfig."""
+    return OmegaConf.to_object(cfg)

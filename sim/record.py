@@ -1,0 +1,107 @@
+"""Results as xarray: the only place that names dimensions and writes files.
+
+A run's Dataset has dims ``generation`` (0..G; 0 = fitted on real data) and ``seed`` (the
+lane index), one variable per metric with ``long_name``, ``description`` and ``units``
+where it has one, and every swept parameter of a multirun as a length-1 dimension named
+by its config key, so the runs of one sweep combine with ``xr.combine_by_coords``.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+import xarray as xr
+
+from sim.worlds.base import MetricInfo
+
+PACKAGES = ("sim", "jax", "jaxlib", "flax", "optax", "numpy", "xarray", "hydra-core", "h5netcdf")
+
+
+def coordinate_value(value: Any) -> Any:
+    """A config value as a NetCDF-friendly coordinate value."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float, str)):
+        return value
+    return str(value)
+
+
+def to_dataset(metrics: Mapping[str, np.ndarray], info: Mapping[str, MetricInfo],
+               swept: Mapping[str, Any] | None = None,
+               attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """Metrics of shape (G + 1, lanes) as a Dataset with dims (generation, seed, *swept)."""
+    data_vars = {}
+    for name, values in metrics.items():
+        meta = info[name]
+        var_attrs = {"long_name": meta.long_name, "description": meta.description}
+        if meta.units:
+            var_attrs["units"] = meta.units
+        data_vars[name] = (("generation", "seed"), np.asarray(values), var_attrs)
+    generations, lanes = next(iter(metrics.values())).shape
+    ds = xr.Dataset(data_vars, coords={"generation": np.arange(generations),
+                                       "seed": np.arange(lanes)}, attrs=dict(attrs or {}))
+    ds["generation"].attrs["long_name"] = "generation (0 = fitted on real data)"
+    ds["seed"].attrs["long_name"] = "lane index (key = fold_in(key(seed), index))"
+    for key, value in (swept or {}).items():
+        ds = ds.expand_dims({key: [coordinate_value(value)]}, axis=-1)
+    return ds
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _versions() -> str:
+    found = []
+    for package in PACKAGES:
+        try:
+            found.append(f"{package}=={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return " ".join(found + [f"python=={platform.python_version()}"])
+
+
+def run_attrs(config_yaml: str, wall_time_s: float) -> dict[str, Any]:
+    """Provenance attrs: config, versions, git commit, backend, device, wall time."""
+    device = jax.devices()[0]
+    return {
+        "config": config_yaml,
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "backend": jax.default_backend(),
+        "device_kind": device.device_kind,
+        "device_count": jax.device_count(),
+        "wall_time_s": float(wall_time_s),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_atomic(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write NetCDF to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,64 @@
+"""What the chain engine needs from a world.
+
+A world owns its real data (a sampler with known truth, or a dataset), the model that is
+fitted or trained on data, how a fitted model produces data, and the metrics that measure a
+fitted model. Every method is a pure function of its arguments, traceable under ``jit`` and
+``vmap``: the engine runs many independent chains ("lanes") in one compiled program.
+
+Data is a pytree whose leaves share a leading sample axis. Fits take per-sample weights
+(0/1 masks over a fixed-size pool, so that accumulating pools keep static shapes); a
+closed-form fitter uses them as frequency weights, a trained network draws minibatches from
+the rows whose weight is non-zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, NamedTuple, Protocol
+
+import jax
+
+Array = jax.Array
+Data = Any  # pytree of arrays with a shared leading sample axis N
+Params = Any  # pytree describing one fitted model
+Dyn = Mapping[str, Array]  # dynamic (traced) settings of one lane, e.g. "mix.real_fraction"
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Fields every world's config has; each world subclasses it."""
+
+    n_samples: int = 100  # samples per generation (and real samples at generation 0)
+
+
+class MetricInfo(NamedTuple):
+    """How a metric is described in the results dataset and the README."""
+
+    long_name: str
+    units: str = ""
+    description: str = ""
+
+
+class World(Protocol):
+    """The interface every world implements (see module docstring)."""
+
+    n_samples: int  # samples produced per generation, and real samples at generation 0
+    min_rows: int  # the fewest weighted rows a fit needs
+    metric_info: Mapping[str, MetricInfo]  # every metric ``measure`` returns, in order
+    headline: tuple[str, ...]  # metrics printed in the run summary
+
+    def sample_real(self, key: Array, n: int) -> Data:
+        """n samples of real data."""
+        ...
+
+    def fit(self, key: Array, data: Data, weights_N: Array, dyn: Dyn) -> Params:
+        """Fit (or train from a fresh initialisation) a model on weighted data."""
+        ...
+
+    def generate(self, key: Array, params: Params, n: int, dyn: Dyn) -> Data:
+        """n samples produced by a fitted model, with the same structure as real data."""
+        ...
+
+    def measure(self, key: Array, params: Params) -> dict[str, Array]:
+        """Scalar metrics of one fitted model, keyed as in ``metric_info``."""
+        ...

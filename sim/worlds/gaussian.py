@@ -1,0 +1,125 @@
+"""A d-dimensional Gaussian refitted on its own samples (Shumailov et al., Nature 2024).
+
+The model is the fitted mean and covariance; each generation samples from the previous fit.
+With the unbiased covariance estimator E[Sigma_g] = Sigma for every g, yet log det Sigma_g
+drifts down linearly (a random walk with negative drift), so the fits collapse almost surely;
+with the MLE, E[Sigma_g] = ((n-1)/n)^(g+1) Sigma shrinks geometrically.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sim.errors import require
+from sim.worlds.base import Array, Dyn, MetricInfo, WorldConfig
+
+
+class Estimator(str, enum.Enum):
+    unbiased = "unbiased"  # divide the scatter by n - 1
+    mle = "mle"  # divide the scatter by n
+
+
+class Covariance(str, enum.Enum):
+    isotropic = "isotropic"  # Sigma = scale^2 I
+    random = "random"  # a random SPD matrix from truth_seed with tr Sigma = d scale^2
+
+
+@dataclass(frozen=True)
+class GaussianConfig(WorldConfig):
+    dim: int = 2
+    estimator: Estimator = Estimator.unbiased
+    covariance: Covariance = Covariance.isotropic
+    scale: float = 1.0
+    truth_seed: int = 0
+
+
+def true_covariance(cfg: GaussianConfig) -> np.ndarray:
+    """The true covariance, float64."""
+    d = cfg.dim
+    if cfg.covariance is Covariance.isotropic:
+        return cfg.scale**2 * np.eye(d)
+    a = np.random.default_rng(cfg.truth_seed).standard_normal((d, d))
+    sigma = a @ a.T / d + 0.1 * np.eye(d)
+    return sigma * (d * cfg.scale**2 / np.trace(sigma))
+
+
+def fit_gaussian(x_NxD: Array, w_N: Array, ddof: int) -> tuple[Array, Array]:
+    """Weighted mean and covariance; weights are frequency weights."""
+    total = w_N.sum()
+    mean_D = (w_N[:, None] * x_NxD).sum(0) / total
+    centred_NxD = x_NxD - mean_D
+    cov_DxD = (w_N[:, None] * centred_NxD).T @ centred_NxD / (total - ddof)
+    return mean_D, cov_DxD
+
+
+def w2_gaussians(m1_D: Array, c1_DxD: Array, m2_D: Array, c2_sqrt_DxD: Array) -> Array:
+    """Wasserstein-2 distance between N(m1, C1) and N(m2, C2), given C2^(1/2)."""
+    c2_DxD = c2_sqrt_DxD @ c2_sqrt_DxD
+    cross_DxD = c2_sqrt_DxD @ c1_DxD @ c2_sqrt_DxD
+    cross_trace = jnp.sqrt(jnp.clip(jnp.linalg.eigvalsh(cross_DxD), 0.0)).sum()
+    sq = jnp.sum((m1_D - m2_D) ** 2) + jnp.trace(c1_DxD) + jnp.trace(c2_DxD) - 2 * cross_trace
+    return jnp.sqrt(jnp.clip(sq, 0.0))
+
+
+class GaussianWorld:
+    """Real data from N(0, Sigma); the model is a fitted (mean, covariance)."""
+
+    metric_info = {
+        "w2_to_truth": MetricInfo(
+            "Wasserstein-2 distance of the fitted Gaussian to the true one", "",
+            "W2(N(mu_hat, Sigma_hat), N(mu, Sigma)), in the units of the data"),
+        "mean_error": MetricInfo(
+            "squared error of the fitted mean", "", "||mu_hat - mu||^2"),
+        "cov_trace_ratio": MetricInfo(
+            "covariance trace ratio", "", "tr Sigma_hat / tr Sigma (1 = no variance lost)"),
+        "cov_logdet_ratio": MetricInfo(
+            "log covariance determinant ratio", "nats",
+            "log det Sigma_hat - log det Sigma (0 = no volume lost)"),
+    }
+    headline = ("w2_to_truth", "cov_trace_ratio", "cov_logdet_ratio")
+
+    def __init__(self, cfg: GaussianConfig):
+        require(cfg.dim >= 1, "world.dim", cfg.dim, "an integer >= 1")
+        require(cfg.scale > 0, "world.scale", cfg.scale, "a positive float")
+        require(cfg.n_samples > cfg.dim, "world.n_samples", cfg.n_samples,
+                f"more than world.dim={cfg.dim} samples, so the fitted covariance is "
+                "non-singular")
+        self.cfg = cfg
+        self.n_samples = cfg.n_samples
+        self.min_rows = cfg.dim + 1
+        self.ddof = 1 if cfg.estimator is Estimator.unbiased else 0
+        sigma = true_covariance(cfg)
+        evals, evecs = np.linalg.eigh(sigma)
+        self.mean_D = jnp.zeros(cfg.dim, jnp.float32)
+        self.chol_DxD = jnp.asarray(np.linalg.cholesky(sigma), jnp.float32)
+        self.sqrt_DxD = jnp.asarray(evecs @ np.diag(np.sqrt(evals)) @ evecs.T, jnp.float32)
+        self.trace = float(np.trace(sigma))
+        self.logdet = float(np.linalg.slogdet(sigma)[1])
+
+    def sample_real(self, key: Array, n: int) -> Array:
+        return self.mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ self.chol_DxD.T
+
+    def fit(self, key: Array, data: Array, weights_N: Array, dyn: Dyn) -> tuple[Array, Array]:
+        del key, dyn
+        return fit_gaussian(data, weights_N, self.ddof)
+
+    def generate(self, key: Array, params: tuple[Array, Array], n: int, dyn: Dyn) -> Array:
+        del dyn
+        mean_D, cov_DxD = params
+        chol_DxD = jnp.linalg.cholesky(cov_DxD)
+        return mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ chol_DxD.T
+
+    def measure(self, key: Array, params: tuple[Array, Array]) -> dict[str, Array]:
+        del key
+        mean_D, cov_DxD = params
+        return {
+            "w2_to_truth": w2_gaussians(mean_D, cov_DxD, self.mean_D, self.sqrt_DxD),
+            "mean_error": jnp.sum((mean_D - self.mean_D) ** 2),
+            "cov_trace_ratio": jnp.trace(cov_DxD) / self.trace,
+            "cov_logdet_ratio": jnp.linalg.slogdet(cov_DxD)[1] - self.logdet,
+        }
