@@ -14,6 +14,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,14 +28,31 @@ RESULTS = "results.nc"
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
+def _sweep_keys(sweep_dir: Path) -> set[str] | None:
+    """Keys the multirun sweeps over (several values), read from its multirun.yaml."""
+    path = sweep_dir / "multirun.yaml"
+    if not path.exists():
+        return None
+    task = OmegaConf.load(path).hydra.overrides.task
+    parsed = OverridesParser.create().parse_overrides(list(task))
+    return {o.key_or_group for o in parsed if o.is_sweep_override()}
+
+
 def swept_values(cfg: DictConfig) -> dict[str, Any]:
-    """In a multirun, every command-line override as {config key: value}."""
+    """In a multirun, the swept settings of this job as {config key: value}.
+
+    The swept keys come from the sweep's multirun.yaml; where a sweeper writes none,
+    every command-line override of the job counts as swept.
+    """
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return {}
+    sweep_keys = _sweep_keys(Path(hydra_cfg.sweep.dir))
     swept = {}
     for override in hydra_cfg.overrides.task:
         key = override.split("=", 1)[0].lstrip("+~")
+        if sweep_keys is not None and key not in sweep_keys:
+            continue
         if key in hydra_cfg.runtime.choices:
             swept[key] = hydra_cfg.runtime.choices[key]
         else:

@@ -44,6 +44,9 @@ class World(Protocol):
 
     n_samples: int  # samples produced per generation, and real samples at generation 0
     min_rows: int  # the fewest weighted rows a fit needs
+    # On a single CPU, whether lax.map over batches of lanes beats one wide vmap (measured;
+    # closed-form fits are cheap per lane and vmap wins, a transformer's training may not).
+    batch_lanes_on_cpu: bool
     metric_info: Mapping[str, MetricInfo]  # every metric ``measure`` returns, in order
     headline: tuple[str, ...]  # metrics printed in the run summary
 

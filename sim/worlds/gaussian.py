@@ -81,6 +81,7 @@ class GaussianWorld:
             "log covariance determinant ratio", "nats",
             "log det Sigma_hat - log det Sigma (0 = no volume lost)"),
     }
+    batch_lanes_on_cpu = False  # vmap measured 1.4x-2.5x faster than lax.map batches
     headline = ("w2_to_truth", "cov_trace_ratio", "cov_logdet_ratio")
 
     def __init__(self, cfg: GaussianConfig):
@@ -111,8 +112,11 @@ class GaussianWorld:
     def generate(self, key: Array, params: tuple[Array, Array], n: int, dyn: Dyn) -> Array:
         del dyn
         mean_D, cov_DxD = params
-        chol_DxD = jnp.linalg.cholesky(cov_DxD)
-        return mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ chol_DxD.T
+        # A symmetric square root rather than Cholesky: a collapsed chain's covariance can
+        # reach singularity in float32, and sampling must then return the mean, not NaN.
+        evals_D, evecs_DxD = jnp.linalg.eigh(cov_DxD)
+        root_DxD = evecs_DxD * jnp.sqrt(jnp.clip(evals_D, 0.0))
+        return mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ root_DxD.T
 
     def measure(self, key: Array, params: tuple[Array, Array]) -> dict[str, Array]:
         del key

@@ -28,7 +28,12 @@ class LinregConfig(WorldConfig):
 
 
 class LinregWorld:
-    """Data is {"x": X, "y": labels}; the model is the fitted weight vector."""
+    """The model is the fitted weight vector.
+
+    Data is {"row": index into the design, "y": label}: every lane shares one design, so
+    pools of any size hold only indices and labels, and a fit reduces them to per-row
+    weight totals before touching X.
+    """
 
     metric_info = {
         "test_mse": MetricInfo(
@@ -36,6 +41,7 @@ class LinregWorld:
             "mean over held-out x ~ N(0, I) of (x . w_hat - x . w)^2"),
         "weight_error": MetricInfo("squared error of the fitted weights", "", "||w_hat - w||^2"),
     }
+    batch_lanes_on_cpu = False  # vmap measured 1.4x-2.5x faster than lax.map batches
     headline = ("test_mse", "weight_error")
 
     def __init__(self, cfg: LinregConfig):
@@ -56,16 +62,19 @@ class LinregWorld:
     def _labelled(self, key: Array, w_D: Array, n: int) -> dict[str, Array]:
         assert n == self.n_samples, "a fixed design produces exactly n_samples rows"
         y_T = self.x_TxD @ w_D + self.cfg.noise * jax.random.normal(key, (n,))
-        return {"x": self.x_TxD, "y": y_T}
+        return {"row": jnp.arange(n, dtype=jnp.int32), "y": y_T}
 
     def sample_real(self, key: Array, n: int) -> dict[str, Array]:
         return self._labelled(key, self.w_D, n)
 
     def fit(self, key: Array, data: dict[str, Array], weights_N: Array, dyn: Dyn) -> Array:
         del key, dyn
-        x_NxD, y_N = data["x"], data["y"]
-        gram_DxD = (weights_N[:, None] * x_NxD).T @ x_NxD + self.cfg.ridge * jnp.eye(self.cfg.dim)
-        return jnp.linalg.solve(gram_DxD, (weights_N * y_N) @ x_NxD)
+        t = self.n_samples
+        count_T = jax.ops.segment_sum(weights_N, data["row"], t)
+        label_sum_T = jax.ops.segment_sum(weights_N * data["y"], data["row"], t)
+        gram_DxD = (count_T[:, None] * self.x_TxD).T @ self.x_TxD
+        gram_DxD = gram_DxD + self.cfg.ridge * jnp.eye(self.cfg.dim)
+        return jnp.linalg.solve(gram_DxD, label_sum_T @ self.x_TxD)
 
     def generate(self, key: Array, params: Array, n: int, dyn: Dyn) -> dict[str, Array]:
         del dyn

@@ -1,0 +1,272 @@
+"""A small causal decoder-only transformer LM (GPT-style, pre-LayerNorm) in flax.linen.
+
+Parameters are a plain pytree, so many independent models ("lanes") train in parallel
+under ``jax.vmap`` over a leading axis of the params and keys. Functions:
+
+* ``init(key, cfg) -> params``
+* ``apply(params, tokens_BxL, cfg) -> (logits_BxLxV, hidden_BxLxD)``: full causal forward;
+  ``hidden`` is the final pre-logit representation (after the last LayerNorm), the one used
+  for feature distillation.
+* ``init_cache`` / ``decode_step``: incremental decoding with a key/value cache, so that
+  sampling T tokens costs T single-position steps instead of T full forwards.
+* ``generate(...) -> tokens_BxT`` (and optionally the per-step raw logits_BxTxV), a
+  ``lax.scan`` over positions that samples with ``sim.sampling``.
+* ``param_count``, ``flops_per_token`` (forward) and ``train_flops_per_token`` (3x forward).
+
+``init``, ``apply``, ``decode_step`` and ``generate`` are jitted (cfg and shape arguments
+static); they nest inside other jit/vmap/scan transforms as usual.
+
+Shapes: B batch, L sequence length (<= context C), V vocab, D width, H heads, K head width.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sim import sampling
+from sim.models import draw_params
+
+Array = jax.Array
+Params = Any
+Cache = tuple[tuple[Array, Array], ...]  # per layer: (keys_BxCxHxK, values_BxCxHxK)
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Static architecture of the LM (hashable, so it can be a static jit argument)."""
+
+    vocab_size: int
+    context: int
+    layers: int
+    width: int
+    heads: int
+    mlp_ratio: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context", "layers", "width", "heads", "mlp_ratio"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"TransformerConfig.{name}={value!r}: must be an int >= 1")
+        if self.width % self.heads:
+            raise ValueError(f"TransformerConfig: width={self.width} is not divisible by "
+                             f"heads={self.heads}")
+
+    @property
+    def head_width(self) -> int:
+        return self.width // self.heads
+
+
+def _dense(features: int, std: float, use_bias: bool = True) -> nn.Dense:
+    return nn.Dense(features, use_bias=use_bias,
+                    kernel_init=nn.initializers.normal(stddev=std),
+                    bias_init=nn.initializers.zeros)
+
+
+def _attend(q_BxHxK: Array, k_BxSxHxK: Array, v_BxSxHxK: Array, mask_xS: Array,
+            q_axis: bool) -> Array:
+    """Softmax attention; with ``q_axis`` the queries carry a length axis (BxLxHxK)."""
+    scale = 1.0 / math.sqrt(q_BxHxK.shape[-1])
+    if q_axis:
+        scores_BxHxLxS = jnp.einsum("blhk,bshk->bhls", q_BxHxK, k_BxSxHxK) * scale
+        weights = jax.nn.softmax(jnp.where(mask_xS, scores_BxHxLxS, -jnp.inf), axis=-1)
+        return jnp.einsum("bhls,bshk->blhk", weights, v_BxSxHxK)
+    scores_BxHxS = jnp.einsum("bhk,bshk->bhs", q_BxHxK, k_BxSxHxK) * scale
+    weights = jax.nn.softmax(jnp.where(mask_xS, scores_BxHxS, -jnp.inf), axis=-1)
+    return jnp.einsum("bhs,bshk->bhk", weights, v_BxSxHxK)
+
+
+class Block(nn.Module):
+    """Pre-LN block: x + attn(LN(x)); x + mlp(LN(x))."""
+
+    cfg: TransformerConfig
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        residual_std = 0.02 / math.sqrt(2 * cfg.layers)
+        self.ln_attn = nn.LayerNorm(epsilon=1e-5)
+        self.qkv = _dense(3 * cfg.width, 0.02)
+        self.attn_out = _dense(cfg.width, residual_std)
+        self.ln_mlp = nn.LayerNorm(epsilon=1e-5)
+        self.mlp_in = _dense(cfg.mlp_ratio * cfg.width, 0.02)
+        self.mlp_out = _dense(cfg.width, residual_std)
+
+    def _qkv(self, x_xD: Array) -> tuple[Array, Array, Array]:
+        qkv = self.qkv(self.ln_attn(x_xD))
+        shape = qkv.shape[:-1] + (self.cfg.heads, self.cfg.head_width)
+        q, k, v = jnp.split(qkv, 3, axis=-1)
+        return q.reshape(shape), k.reshape(shape), v.reshape(shape)
+
+    def _mlp(self, x_xD: Array) -> Array:
+        return x_xD + self.mlp_out(nn.gelu(self.mlp_in(self.ln_mlp(x_xD))))
+
+    def __call__(self, x_BxLxD: Array) -> Array:
+        length = x_BxLxD.shape[1]
+        q, k, v = self._qkv(x_BxLxD)
+        causal_LxL = jnp.tril(jnp.ones((length, length), bool))
+        att_BxLxHxK = _attend(q, k, v, causal_LxL, q_axis=True)
+        x_BxLxD = x_BxLxD + self.attn_out(att_BxLxHxK.reshape(x_BxLxD.shape))
+        return self._mlp(x_BxLxD)
+
+    def step(self, x_BxD: Array, pos: Array, keys_BxCxHxK: Array, values_BxCxHxK: Array
+             ) -> tuple[Array, Array, Array]:
+        """One position: write its key/value into the cache at ``pos``, attend to <= pos."""
+        q_BxHxK, k_BxHxK, v_BxHxK = self._qkv(x_BxD)
+        keys_BxCxHxK = jax.lax.dynamic_update_slice_in_dim(keys_BxCxHxK, k_BxHxK[:, None],
+                                                           pos, axis=1)
+        values_BxCxHxK = jax.lax.dynamic_update_slice_in_dim(values_BxCxHxK,
+                                                             v_BxHxK[:, None], pos, axis=1)
+        visible_C = jnp.arange(keys_BxCxHxK.shape[1]) <= pos
+        att_BxHxK = _attend(q_BxHxK, keys_BxCxHxK, values_BxCxHxK, visible_C, q_axis=False)
+        x_BxD = x_BxD + self.attn_out(att_BxHxK.reshape(x_BxD.shape))
+        return self._mlp(x_BxD), keys_BxCxHxK, values_BxCxHxK
+
+
+class TransformerLM(nn.Module):
+    """Token + learned position embeddings, ``layers`` blocks, final LN, untied head."""
+
+    cfg: TransformerConfig
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        init = nn.initializers.normal(stddev=0.02)
+        self.token_embed = nn.Embed(cfg.vocab_size, cfg.width, embedding_init=init)
+        self.pos_embed = self.param("pos_embed", init, (cfg.context, cfg.width))
+        self.blocks = [Block(cfg) for _ in range(cfg.layers)]
+        self.ln_final = nn.LayerNorm(epsilon=1e-5)
+        self.head = _dense(cfg.vocab_size, 0.02, use_bias=False)
+
+    def __call__(self, tokens_BxL: Array) -> tuple[Array, Array]:
+        length = tokens_BxL.shape[1]
+        x_BxLxD = self.token_embed(tokens_BxL) + self.pos_embed[:length]
+        for block in self.blocks:
+            x_BxLxD = block(x_BxLxD)
+        hidden_BxLxD = self.ln_final(x_BxLxD)
+        return self.head(hidden_BxLxD), hidden_BxLxD
+
+    def step(self, token_B: Array, pos: Array, cache: Cache
+             ) -> tuple[Array, Array, Cache]:
+        x_BxD = self.token_embed(token_B) + jax.lax.dynamic_index_in_dim(
+            self.pos_embed, pos, axis=0, keepdims=False)
+        new_cache = []
+        for block, (keys, values) in zip(self.blocks, cache):
+            x_BxD, keys, values = block.step(x_BxD, pos, keys, values)
+            new_cache.append((keys, values))
+        hidden_BxD = self.ln_final(x_BxD)
+        return self.head(hidden_BxD), hidden_BxD, tuple(new_cache)
+
+
+@functools.partial(jax.jit, static_argnames="cfg")
+def init(key: Array, cfg: TransformerConfig) -> Params:
+    """Fresh parameters (a pytree of float32 arrays) for one model: GPT-2 style, normal
+    std 0.02 for embeddings and kernels, 0.02 / sqrt(2 layers) for the kernels that write
+    into the residual stream, zero biases, unit LayerNorm scales."""
+    dummy_1xC = jnp.zeros((1, cfg.context), jnp.int32)
+    shapes = jax.eval_shape(TransformerLM(cfg).init, key, dummy_1xC)["params"]
+    residual_std = 0.02 / math.sqrt(2 * cfg.layers)
+
+    def leaf_init(names: tuple[str, ...], shape: tuple[int, ...]) -> tuple[float, float]:
+        if names[-1] == "bias":
+            return 0.0, 0.0
+        if names[-1] == "scale":
+            return 1.0, 0.0
+        if names[-2:] in (("attn_out", "kernel"), ("mlp_out", "kernel")):
+            return 0.0, residual_std
+        return 0.0, 0.02
+
+    return draw_params(key, shapes, leaf_init)
+
+
+@functools.partial(jax.jit, static_argnames="cfg")
+def apply(params: Params, tokens_BxL: Array, cfg: TransformerConfig) -> tuple[Array, Array]:
+    """Causal forward pass over ``L <= context`` positions.
+
+    Returns ``(logits_BxLxV, hidden_BxLxD)``; position t depends on tokens[:, :t+1] only.
+    """
+    if tokens_BxL.shape[-1] > cfg.context:
+        raise ValueError(f"sequence length {tokens_BxL.shape[-1]} > context {cfg.context}")
+    return TransformerLM(cfg).apply({"params": params}, tokens_BxL)
+
+
+def init_cache(cfg: TransformerConfig, batch: int) -> Cache:
+    """An empty key/value cache: per layer two zero arrays ``B x C x H x K``."""
+    shape = (batch, cfg.context, cfg.heads, cfg.head_width)
+    return tuple((jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32))
+                 for _ in range(cfg.layers))
+
+
+@functools.partial(jax.jit, static_argnames="cfg")
+def decode_step(params: Params, cache: Cache, token_B: Array, pos: Array | int,
+                cfg: TransformerConfig) -> tuple[Array, Array, Cache]:
+    """Feed ``token_B`` at position ``pos`` (traced ok; positions < pos must be in the
+    cache). Returns ``(logits_BxV, hidden_BxD, cache)`` equal to the full forward's
+    outputs at ``pos`` (to float32 rounding)."""
+    return TransformerLM(cfg).apply({"params": params}, token_B, jnp.asarray(pos, jnp.int32),
+                                    cache, method=TransformerLM.step)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "batch", "length", "top_k",
+                                             "return_logits"))
+def generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, length: int,
+             bos_token: int | Array = 0, temperature: float | Array = 1.0, top_k: int = 0,
+             top_p: float | Array = 1.0, min_p: float | Array = 0.0,
+             return_logits: bool = False) -> Array | tuple[Array, Array]:
+    """Sample ``batch`` sequences of ``length <= context`` tokens after a BOS token.
+
+    Position 0 holds ``bos_token``; token t (t = 0..length-1 of the output) is drawn from
+    the model's next-token distribution at position t, transformed by ``sim.sampling``
+    (temperature/top_p/min_p may be traced; top_k is static, 0 = off; temperature <= 0 is
+    greedy). The step key is ``fold_in(key, t)``. ``batch``, ``length``, ``top_k`` and
+    ``return_logits`` are static. Returns ``tokens_BxT`` (int32), plus the raw
+    (untransformed) logits_BxTxV when ``return_logits``.
+    """
+    if not 1 <= length <= cfg.context:
+        raise ValueError(f"length={length} must be in [1, context={cfg.context}]")
+    token0_B = jnp.full((batch,), bos_token, jnp.int32)
+
+    def step(carry: tuple[Cache, Array], pos: Array) -> tuple[tuple[Cache, Array],
+                                                              tuple[Array, Array | None]]:
+        cache, token_B = carry
+        logits_BxV, _, cache = decode_step(params, cache, token_B, pos, cfg)
+        next_B = sampling.sample(jax.random.fold_in(key, pos), logits_BxV, temperature,
+                                 top_k, top_p, min_p)
+        return (cache, next_B), (next_B, logits_BxV if return_logits else None)
+
+    _, (tokens_TxB, logits_TxBxV) = jax.lax.scan(step, (init_cache(cfg, batch), token0_B),
+                                                 jnp.arange(length))
+    tokens_BxT = tokens_TxB.T
+    if return_logits:
+        return tokens_BxT, jnp.swapaxes(logits_TxBxV, 0, 1)
+    return tokens_BxT
+
+
+def param_count(params: Params) -> int:
+    """Number of scalars in one model's params (a lane-stacked pytree counts all lanes)."""
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
+
+
+def flops_per_token(cfg: TransformerConfig) -> int:
+    """Forward FLOPs per token: ``2 * N_matmul + 4 * layers * context * width``.
+
+    ``N_matmul`` counts the weights used in matrix products: per layer 4 D^2 (q, k, v, out)
+    + 2 * mlp_ratio * D^2 (MLP), plus the D x V head; embeddings are lookups (0 FLOPs),
+    biases and LayerNorms are ignored. The attention term counts both the score (QK^T) and
+    the value (AV) products over the full context (as Chinchilla does; Kaplan et al. count
+    one of the two). This dense implementation does compute the full L x L scores, so it
+    matches the work done; causal masking makes half of it useless. A training step
+    (forward + backward) costs about 3x this: ``train_flops_per_token``.
+    """
+    d = cfg.width
+    n_matmul = cfg.layers * (4 + 2 * cfg.mlp_ratio) * d * d + d * cfg.vocab_size
+    return 2 * n_matmul + 4 * cfg.layers * cfg.context * d
+
+
+def train_flops_per_token(cfg: TransformerConfig) -> int:
+    """Forward + backward FLOPs per token: 3x the forward estimate."""
+    return 3 * flops_per_token(cfg)

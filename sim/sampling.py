@@ -1,0 +1,95 @@
+"""Decoding transforms: temperature, top-k, top-p (nucleus) and min-p, and sampling.
+
+Everything is pure and traceable. ``temperature``, ``top_p`` and ``min_p`` may be traced
+scalars (or arrays broadcastable to the logits' leading shape ``...``) so that a sweep over
+them runs inside one compiled program: nothing branches in Python on their values.
+``top_k`` is a static Python int (it fixes shapes); 0 means off.
+
+Conventions (the order is that of Hugging Face's and vLLM's samplers):
+
+1. temperature: logits / temperature. ``temperature <= 0`` means greedy: only the argmax
+   (the lowest index among ties) is kept. No division by zero happens.
+2. top-k: keep the k most likely tokens (ties broken by lower index), exactly k of them.
+3. top-p: on the distribution renormalised after top-k, keep the smallest most-likely-first
+   prefix whose mass is >= top_p. ``top_p >= 1`` is off exactly (no rounding can drop a
+   token); ``top_p <= 0`` keeps only the most likely token.
+4. min-p: keep tokens with p >= min_p * p_max (the ratio does not depend on the
+   renormalisation above). ``min_p <= 0`` is off.
+
+The most likely token is always kept, so the result is always a proper distribution.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+ArrayLike = Array | float
+
+
+def _per_row(x: ArrayLike) -> Array:
+    """A scalar or per-row setting, shaped to broadcast against ``[..., V]``."""
+    return jnp.asarray(x, jnp.float32)[..., None]
+
+
+def keep_mask(logits_xV: Array, temperature: ArrayLike = 1.0, top_k: int = 0,
+              top_p: ArrayLike = 1.0, min_p: ArrayLike = 0.0) -> Array:
+    """Boolean ``[..., V]``: which tokens survive the decoding transforms."""
+    logits_xV = jnp.asarray(logits_xV, jnp.float32)
+    vocab = logits_xV.shape[-1]
+    if not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"top_k must be a static int >= 0 (0 = off), got {top_k!r}")
+    temperature_x1 = _per_row(temperature)
+    greedy_x1 = temperature_x1 <= 0.0
+    scaled_xV = logits_xV / jnp.where(greedy_x1, 1.0, temperature_x1)
+
+    # Rank tokens most likely first; a stable sort breaks ties by lower index.
+    order_xV = jnp.argsort(-scaled_xV, axis=-1, stable=True)
+    sorted_xV = jnp.take_along_axis(scaled_xV, order_xV, axis=-1)
+    rank_V = jnp.arange(vocab)
+    keep_sorted_xV = jnp.ones(sorted_xV.shape, bool)
+    if 0 < top_k < vocab:
+        keep_sorted_xV = rank_V < top_k
+        sorted_xV = jnp.where(keep_sorted_xV, sorted_xV, -jnp.inf)
+
+    probs_sorted_xV = jax.nn.softmax(sorted_xV, axis=-1)
+    mass_before_xV = jnp.cumsum(probs_sorted_xV, axis=-1) - probs_sorted_xV
+    top_p_x1 = _per_row(top_p)
+    keep_sorted_xV = keep_sorted_xV & ((mass_before_xV < top_p_x1) | (top_p_x1 >= 1.0))
+    # min-p, relative to the most likely token (rank 0); written as a log-ratio so that
+    # tokens whose probability underflows are still compared correctly.
+    min_p_x1 = _per_row(min_p)
+    log_ratio_xV = sorted_xV - sorted_xV[..., :1]
+    keep_sorted_xV = keep_sorted_xV & ((min_p_x1 <= 0.0)
+                                       | (log_ratio_xV >= jnp.log(jnp.maximum(min_p_x1, 1e-38))))
+    keep_sorted_xV = keep_sorted_xV & (~greedy_x1 | (rank_V == 0))
+    keep_sorted_xV = keep_sorted_xV | (rank_V == 0)
+
+    inverse_xV = jnp.argsort(order_xV, axis=-1)
+    return jnp.take_along_axis(keep_sorted_xV, inverse_xV, axis=-1)
+
+
+def transform_logits(logits_xV: Array, temperature: ArrayLike = 1.0, top_k: int = 0,
+                     top_p: ArrayLike = 1.0, min_p: ArrayLike = 0.0) -> Array:
+    """Logits of the distribution one samples from: ``logits / temperature`` on the kept
+    tokens, ``-inf`` elsewhere. Greedy (temperature <= 0) keeps the raw logit of the argmax
+    only. Shape ``[..., V]``, float32, never NaN for finite input."""
+    logits_xV = jnp.asarray(logits_xV, jnp.float32)
+    temperature_x1 = _per_row(temperature)
+    scaled_xV = logits_xV / jnp.where(temperature_x1 <= 0.0, 1.0, temperature_x1)
+    keep_xV = keep_mask(logits_xV, temperature, top_k, top_p, min_p)
+    return jnp.where(keep_xV, scaled_xV, -jnp.inf)
+
+
+def probabilities(logits_xV: Array, temperature: ArrayLike = 1.0, top_k: int = 0,
+                  top_p: ArrayLike = 1.0, min_p: ArrayLike = 0.0) -> Array:
+    """The sampling distribution ``[..., V]`` after the transforms (zeros where excluded)."""
+    return jax.nn.softmax(transform_logits(logits_xV, temperature, top_k, top_p, min_p), -1)
+
+
+def sample(key: Array, logits_xV: Array, temperature: ArrayLike = 1.0, top_k: int = 0,
+           top_p: ArrayLike = 1.0, min_p: ArrayLike = 0.0) -> Array:
+    """Draw one token per row: int32 of shape ``logits_xV.shape[:-1]``."""
+    transformed_xV = transform_logits(logits_xV, temperature, top_k, top_p, min_p)
+    return jax.random.categorical(key, transformed_xV, axis=-1).astype(jnp.int32)

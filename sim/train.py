@@ -1,0 +1,97 @@
+"""A compiled training loop: ``lax.scan`` over optimiser steps on weighted minibatches.
+
+``train`` is a pure function of its arguments (keys, params and data are arguments; no
+globals), so it can be ``jit``-ed (``loss_fn``, ``steps``, ``batch_size`` and
+``optimizer`` static) and ``vmap``-ed over lanes with independent keys and params. The
+optimiser may close over traced hyperparameters (e.g. a per-lane learning rate) when it is
+built inside the vmapped function.
+
+Minibatches are drawn with replacement, with probability proportional to the per-example
+weights (0/1 masks over a fixed-size pool in the chain engine): a row with weight 0 is
+never drawn, so its contents (even NaNs) cannot influence training.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Array = jax.Array
+Params = Any
+Data = Any  # pytree of arrays sharing a leading pool axis N
+LossFn = Callable[[Params, Data], Array]  # (params, minibatch) -> scalar loss
+
+
+def make_optimizer(learning_rate: float | Array = 1e-3, weight_decay: float | Array = 1e-4,
+                   warmup_steps: int = 0, total_steps: int | None = None,
+                   end_fraction: float = 0.0, clip_norm: float | None = None,
+                   b1: float = 0.9, b2: float = 0.999) -> optax.GradientTransformation:
+    """AdamW, decaying only matrices (ndim >= 2: kernels, embeddings), not biases/norms.
+
+    With ``total_steps`` the learning rate follows a linear warmup over ``warmup_steps``
+    from 0 to ``learning_rate`` and a cosine decay to ``end_fraction * learning_rate`` at
+    ``total_steps``; otherwise it is constant. ``clip_norm`` adds global-norm clipping.
+    ``learning_rate`` and ``weight_decay`` may be traced scalars.
+    """
+    lr: float | Array | optax.Schedule = learning_rate
+    if total_steps is not None:
+        if not 0 <= warmup_steps < total_steps:
+            raise ValueError(f"need 0 <= warmup_steps={warmup_steps} < "
+                             f"total_steps={total_steps}")
+        lr = optax.warmup_cosine_decay_schedule(
+            init_value=0.0, peak_value=learning_rate, warmup_steps=warmup_steps,
+            decay_steps=total_steps, end_value=end_fraction * learning_rate)
+    adamw = optax.adamw(lr, b1=b1, b2=b2, weight_decay=weight_decay,
+                        mask=lambda p: jax.tree_util.tree_map(lambda x: x.ndim >= 2, p))
+    if clip_norm is None:
+        return adamw
+    return optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
+
+
+def draw_indices(key: Array, weights_N: Array, batch_size: int) -> Array:
+    """``batch_size`` row indices drawn with replacement, P(i) proportional to weights_N[i]
+    (negative weights count as 0). Rows of weight 0 are never drawn: an inverse-CDF draw
+    on the cumulative weights, whose flat steps (the zero rows) cannot be hit. If every
+    weight is 0, returns zeros (``train`` then skips the update)."""
+    weights_N = jnp.maximum(jnp.asarray(weights_N, jnp.float32), 0.0)
+    cum_N = jnp.cumsum(weights_N)
+    total = cum_N[-1]
+    # r in [0, total): clamp below total so rounding of u * total cannot reach past the end.
+    r_B = jnp.minimum(jax.random.uniform(key, (batch_size,)) * total,
+                      jnp.nextafter(total, jnp.float32(0.0)))
+    idx_B = jnp.searchsorted(cum_N, r_B, side="right")
+    return jnp.minimum(idx_B, weights_N.shape[0] - 1).astype(jnp.int32)
+
+
+def train(key: Array, params: Params, loss_fn: LossFn, data: Data, weights_N: Array,
+          steps: int, batch_size: int, optimizer: optax.GradientTransformation | None = None,
+          ) -> tuple[Params, Array]:
+    """Run ``steps`` optimiser steps of ``loss_fn(params, minibatch)``.
+
+    Step s draws its minibatch with key ``fold_in(key, s)``. Returns the final params and
+    the per-step minibatch losses ``losses_S`` (before each step's update). With all
+    weights 0 nothing is updated and the losses are NaN. ``optimizer`` defaults to
+    ``make_optimizer()`` (AdamW, lr 1e-3).
+    """
+    optimizer = make_optimizer() if optimizer is None else optimizer
+    weights_N = jnp.asarray(weights_N, jnp.float32)
+    has_data = jnp.sum(jnp.maximum(weights_N, 0.0)) > 0.0
+    value_and_grad = jax.value_and_grad(loss_fn)
+
+    def step(carry: tuple[Params, Any], s: Array) -> tuple[tuple[Params, Any], Array]:
+        params, opt_state = carry
+        idx_B = draw_indices(jax.random.fold_in(key, s), weights_N, batch_size)
+        batch = jax.tree_util.tree_map(lambda x: jnp.take(x, idx_B, axis=0), data)
+        loss, grads = value_and_grad(params, batch)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        new_carry = jax.tree_util.tree_map(lambda new, old: jnp.where(has_data, new, old),
+                                           (new_params, new_opt_state), (params, opt_state))
+        return new_carry, jnp.where(has_data, loss, jnp.nan)
+
+    (params, _), losses_S = jax.lax.scan(step, (params, optimizer.init(params)),
+                                         jnp.arange(steps))
+    return params, losses_S

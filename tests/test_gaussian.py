@@ -1,0 +1,99 @@
+"""The Gaussian world against closed forms (Shumailov et al. 2024)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import digamma, polygamma
+from stats import assert_mean
+
+from sim import experiment
+from sim.config import Config
+from sim.errors import ConfigError
+from sim.lanes import LanesConfig
+from sim.mix import MixConfig, MixPolicy
+from sim.worlds.gaussian import (Covariance, Estimator, GaussianConfig, GaussianWorld,
+                                 fit_gaussian, true_covariance, w2_gaussians)
+
+
+def test_fit_matches_numpy_and_ignores_zero_weights():
+    x = np.random.default_rng(0).standard_normal((50, 3)).astype(np.float32)
+    w = np.r_[np.ones(40), np.zeros(10)].astype(np.float32)
+    for ddof in (0, 1):
+        mean, cov = fit_gaussian(jnp.asarray(x), jnp.asarray(w), ddof)
+        np.testing.assert_allclose(mean, x[:40].mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(cov, np.cov(x[:40].T, ddof=ddof), rtol=1e-4, atol=1e-6)
+
+
+def test_w2_closed_forms():
+    # 1-d: W2^2 = (m1 - m2)^2 + (s1 - s2)^2
+    w2 = w2_gaussians(jnp.array([1.0]), jnp.array([[4.0]]), jnp.array([-2.0]),
+                      jnp.array([[3.0]]))
+    np.testing.assert_allclose(w2, np.sqrt(9.0 + 1.0), rtol=1e-6)
+    # commuting (diagonal) covariances: sum of per-axis terms
+    c1, s2 = np.diag([1.0, 9.0]), np.diag([2.0, 1.0])
+    w2 = w2_gaussians(jnp.zeros(2), jnp.asarray(c1), jnp.zeros(2), jnp.asarray(s2))
+    np.testing.assert_allclose(w2, np.sqrt((1 - 2) ** 2 + (3 - 1) ** 2), rtol=1e-5)
+    # distance to itself is zero
+    w2 = w2_gaussians(jnp.ones(2), jnp.asarray(s2 @ s2), jnp.ones(2), jnp.asarray(s2))
+    assert float(w2) < 1e-3
+
+
+def test_random_covariance_is_spd_with_requested_trace():
+    sigma = true_covariance(GaussianConfig(dim=4, covariance=Covariance.random, scale=2.0))
+    assert np.all(np.linalg.eigvalsh(sigma) > 0)
+    np.testing.assert_allclose(np.trace(sigma), 4 * 2.0**2)
+
+
+def test_generated_samples_follow_the_fit():
+    world = GaussianWorld(GaussianConfig(dim=2, covariance=Covariance.random))
+    cov = jnp.array([[2.0, 0.5], [0.5, 1.0]])
+    x = world.generate(jax.random.key(1), (jnp.array([1.0, -1.0]), cov), 200_000, {})
+    np.testing.assert_allclose(x.mean(0), [1.0, -1.0], atol=4 * np.sqrt(2.0 / 200_000))
+    np.testing.assert_allclose(np.cov(np.asarray(x).T), cov, atol=0.03)
+
+
+@pytest.mark.parametrize("dim,n", [(2, 2), (3, 1)])
+def test_too_few_samples_for_a_covariance_is_rejected(dim, n):
+    with pytest.raises(ConfigError, match="world.n_samples"):
+        GaussianWorld(GaussianConfig(dim=dim, n_samples=n))
+
+
+def _chains(estimator: Estimator, n: int = 20, dim: int = 2, generations: int = 12,
+            seeds: int = 4000):
+    cfg = Config(world=GaussianConfig(dim=dim, n_samples=n, estimator=estimator,
+                                      covariance=Covariance.random),
+                 mix=MixConfig(policy=MixPolicy.replace), lanes=LanesConfig(),
+                 generations=generations, seeds=seeds, progress=False)
+    return experiment.run(experiment.build(cfg))
+
+
+@pytest.mark.parametrize("estimator", [Estimator.unbiased, Estimator.mle])
+def test_refit_chain_matches_closed_forms(estimator):
+    n, d = 20, 2
+    ds = _chains(estimator, n, d)
+    sigma = true_covariance(GaussianConfig(dim=d, covariance=Covariance.random))
+    divisor = n - 1 if estimator is Estimator.unbiased else n
+    shrink = (n - 1) / divisor  # E[Sigma_g | Sigma_{g-1}] = shrink * Sigma_{g-1}
+    i = np.arange(1, d + 1)
+    logdet_step = digamma((n - i) / 2).sum() + d * np.log(2) - d * np.log(divisor)
+    logdet_step_var = polygamma(1, (n - i) / 2).sum()
+    for g in (0, 4, 12):
+        sel = ds.sel(generation=g)
+        assert_mean(sel.cov_trace_ratio, shrink ** (g + 1))
+        expected_mean_error = np.trace(sigma) / n * sum(shrink**j for j in range(g + 1))
+        assert_mean(sel.mean_error, expected_mean_error)
+        assert_mean(sel.cov_logdet_ratio, (g + 1) * logdet_step,
+                    sd=np.sqrt((g + 1) * logdet_step_var))
+
+
+def test_unbiased_refits_collapse_although_the_expected_variance_is_kept():
+    # E[sigma_g^2] = sigma^2 (checked above), but log sigma_g^2 is a random walk with drift
+    # psi(4.5) + log 2 - log 9 = -0.115 and variance psi'(4.5) = 0.25 per generation: after
+    # 100 generations its median is about exp(-11.5) and P(sigma^2 < 0.1) is about 0.97.
+    ds = _chains(Estimator.unbiased, n=10, dim=1, generations=100, seeds=2000)
+    ratio = ds.cov_trace_ratio
+    assert np.isfinite(ratio).all()
+    medians = ratio.median("seed").values
+    assert medians[100] < 1e-3 and medians[0] > 0.8
+    assert (ratio.sel(generation=100) < 0.1).mean() > 0.9

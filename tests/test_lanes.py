@@ -1,0 +1,56 @@
+"""Lanes: reproducibility, strategies, and the chain's generation loop."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from sim import experiment
+from sim.config import Config
+from sim.errors import ConfigError
+from sim.lanes import LanesConfig, Strategy
+from sim.mix import MixConfig, MixPolicy
+from sim.worlds.gaussian import GaussianConfig
+
+BASE = Config(world=GaussianConfig(dim=2, n_samples=16),
+              mix=MixConfig(policy=MixPolicy.accumulate_subsample, subsample_size=20),
+              generations=3, seeds=4, progress=False)
+
+
+def _run(**changes):
+    return experiment.run(experiment.build(dataclasses.replace(BASE, **changes)))
+
+
+def test_a_lane_does_not_depend_on_how_many_lanes_run():
+    few, many = _run(seeds=2), _run(seeds=5)
+    np.testing.assert_array_equal(few.w2_to_truth, many.w2_to_truth.isel(seed=slice(0, 2)))
+
+
+def test_strategies_agree():
+    vmapped = _run(lanes=LanesConfig(strategy=Strategy.vmap))
+    mapped = _run(lanes=LanesConfig(strategy=Strategy.map, batch_size=3))
+    np.testing.assert_allclose(vmapped.w2_to_truth, mapped.w2_to_truth, rtol=1e-5)
+
+
+def test_same_seed_same_results_other_seed_other_results():
+    a, b, c = _run(), _run(), _run(seed=1)
+    np.testing.assert_array_equal(a.mean_error, b.mean_error)
+    assert not np.allclose(a.mean_error, c.mean_error)
+
+
+def test_generations_differ_and_zero_generations_work():
+    ds = _run()
+    assert ds.sizes == {"generation": 4, "seed": 4}
+    assert not np.allclose(ds.w2_to_truth.isel(generation=0), ds.w2_to_truth.isel(generation=1))
+    assert _run(generations=0).sizes["generation"] == 1
+
+
+@pytest.mark.parametrize("changes,key", [
+    ({"generations": -1}, "generations=-1"),
+    ({"seeds": 0}, "seeds=0"),
+    ({"lanes": LanesConfig(batch_size=0)}, "lanes.batch_size=0"),
+    ({"mix": MixConfig(policy=MixPolicy.fresh, real_fraction=-0.1)}, "mix.real_fraction"),
+])
+def test_bad_values_fail_at_build_naming_the_key(changes, key):
+    with pytest.raises(ConfigError, match=key):
+        experiment.build(dataclasses.replace(BASE, **changes))

@@ -1,0 +1,73 @@
+"""OLS chains against the closed forms of Gerstgrasser et al. (2024) for a fixed design."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from stats import assert_mean
+
+from sim import experiment
+from sim.config import Config
+from sim.errors import ConfigError
+from sim.mix import MixConfig, MixPolicy
+from sim.worlds.linreg import LinregConfig, LinregWorld
+
+WORLD = LinregConfig(dim=5, n_samples=20, noise=0.5)
+
+
+def _run(policy: MixPolicy, generations: int = 10, seeds: int = 3000, real_fraction=0.0):
+    cfg = Config(world=WORLD, mix=MixConfig(policy=policy, real_fraction=real_fraction),
+                 generations=generations, seeds=seeds, progress=False)
+    return experiment.run(experiment.build(cfg))
+
+
+def _error_scales():
+    """sigma^2 tr (X'X)^-1 and sigma^2 tr(X_test (X'X)^-1 X_test') / M for the world."""
+    world = LinregWorld(WORLD)
+    x, x_test = np.asarray(world.x_TxD, np.float64), np.asarray(world.x_test_MxD, np.float64)
+    inv = np.linalg.inv(x.T @ x)
+    var = WORLD.noise**2
+    return var * np.trace(inv), var * np.trace(x_test @ inv @ x_test.T) / len(x_test)
+
+
+def test_fit_is_ols_and_ignores_zero_weight_rows():
+    world = LinregWorld(WORLD)
+    real = world.sample_real(jax.random.key(0), WORLD.n_samples)
+    junk = {"row": real["row"], "y": real["y"] + 100.0}
+    data = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), real, junk)
+    weights = jnp.r_[jnp.ones(20), jnp.zeros(20)]
+    w_hat = world.fit(None, data, weights, {})
+    expected = np.linalg.lstsq(np.asarray(world.x_TxD), np.asarray(real["y"]), rcond=None)[0]
+    np.testing.assert_allclose(w_hat, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_replace_error_grows_linearly():
+    weight_scale, test_scale = _error_scales()
+    ds = _run(MixPolicy.replace)
+    for g in (0, 5, 10):
+        assert_mean(ds.weight_error.sel(generation=g), (g + 1) * weight_scale)
+        assert_mean(ds.test_mse.sel(generation=g), (g + 1) * test_scale)
+
+
+def test_accumulate_error_stays_bounded():
+    weight_scale, test_scale = _error_scales()
+    ds = _run(MixPolicy.accumulate)
+    for g in (0, 5, 10):
+        harmonic = sum(1 / j**2 for j in range(1, g + 2))  # < pi^2 / 6
+        assert_mean(ds.weight_error.sel(generation=g), harmonic * weight_scale)
+        assert_mean(ds.test_mse.sel(generation=g), harmonic * test_scale)
+
+
+def test_all_fresh_real_data_is_an_independent_refit_each_generation():
+    weight_scale, _ = _error_scales()
+    ds = _run(MixPolicy.fresh, real_fraction=1.0)
+    for g in (0, 10):
+        assert_mean(ds.weight_error.sel(generation=g), weight_scale)
+
+
+def test_ridge_shrinks_and_allows_short_designs():
+    LinregWorld(LinregConfig(dim=5, n_samples=3, ridge=0.1))
+    with pytest.raises(ConfigError, match="world.n_samples=3"):
+        LinregWorld(LinregConfig(dim=5, n_samples=3))
+    with pytest.raises(ConfigError, match="world.noise"):
+        LinregWorld(LinregConfig(noise=-1.0))

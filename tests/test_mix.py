@@ -1,0 +1,73 @@
+"""Mix policies: which rows each generation's fit sees."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sim.errors import ConfigError
+from sim.mix import Mix, MixConfig, MixPolicy, make_mix
+
+N, G = 10, 4
+
+
+def _data(value: float) -> dict:
+    return {"x": jnp.full((N, 2), value), "label": jnp.full((N,), value)}
+
+
+def _mix(policy: MixPolicy, size: int = N) -> Mix:
+    return Mix(policy, N, G, size)
+
+
+def test_replace_sees_only_the_newest_synthetic_data():
+    mix = _mix(MixPolicy.replace)
+    state = mix.init(_data(0.0))
+    _, data, w = mix(state, jax.random.key(0), jnp.asarray(1), None, _data(1.0), {})
+    assert (data["x"] == 1.0).all() and w.shape == (N,) and (w == 1).all()
+
+
+def test_accumulate_keeps_real_and_every_generation():
+    mix = _mix(MixPolicy.accumulate)
+    state = mix.init(_data(0.0))
+    for g in range(1, G + 1):
+        state, data, w = mix(state, jax.random.key(g), jnp.asarray(g), None, _data(g), {})
+        assert w.shape == ((G + 1) * N,) and w.sum() == (g + 1) * N
+        seen = np.asarray(data["label"])[np.asarray(w) > 0]
+        assert sorted(set(seen.tolist())) == list(range(g + 1))  # real (0) and 1..g
+        assert (np.bincount(seen.astype(int)) == N).all()
+
+
+@pytest.mark.parametrize("size", [5, 15, 100])
+def test_accumulate_subsample_sees_a_uniform_subsample_of_fixed_size(size):
+    mix = _mix(MixPolicy.accumulate_subsample, size)
+    state = mix.init(_data(0.0))
+    g = 2
+    for gen in range(1, g + 1):
+        state, *_ = mix(state, jax.random.key(gen), jnp.asarray(gen), None, _data(gen), {})
+    pool_rows = (g + 1) * N
+    draw = jax.jit(jax.vmap(lambda k: mix(state, k, jnp.asarray(g), None, _data(g), {})[2]))
+    w = np.asarray(draw(jax.random.split(jax.random.key(7), 4000)))
+    assert (w.sum(1) == min(size, pool_rows)).all()
+    assert (w[:, pool_rows:] == 0).all()  # never an empty slot
+    p = min(size, pool_rows) / pool_rows  # each valid row is chosen with probability p
+    freq = w[:, :pool_rows].mean(0)
+    assert np.abs(freq - p).max() < 4.5 * np.sqrt(p * (1 - p) / 4000) + 1e-9
+
+
+@pytest.mark.parametrize("fraction,n_real", [(0.0, 0), (0.25, 2), (0.5, 5), (1.0, 10)])
+def test_fresh_uses_the_requested_share_of_new_real_rows(fraction, n_real):
+    mix = _mix(MixPolicy.fresh)
+    _, data, w = mix((), jax.random.key(0), jnp.asarray(1), _data(-1.0), _data(1.0),
+                     {"mix.real_fraction": jnp.asarray(fraction)})
+    assert (np.asarray(data["label"]) == -1.0).sum() == n_real  # round(0.25 * 10) = 2
+    assert (np.asarray(data["x"])[:, 0] == np.asarray(data["label"])).all()
+    assert (w == 1).all()
+
+
+def test_make_mix_rejects_bad_values():
+    with pytest.raises(ConfigError, match=r"mix.real_fraction=1.5 .*\[0, 1\]"):
+        make_mix(MixConfig(policy=MixPolicy.fresh, real_fraction=1.5), N, G)
+    with pytest.raises(ConfigError, match="mix.subsample_size=2"):
+        make_mix(MixConfig(policy=MixPolicy.accumulate_subsample, subsample_size=2), N, G,
+                 min_rows=3)
+    assert make_mix(MixConfig(), N, G).subsample_size == N
