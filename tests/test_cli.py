@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import xarray as xr
+
+from analysis import load_run, load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,10 +29,10 @@ def test_run_writes_a_dataset_and_prints_a_summary(tmp_path):
     assert "test_mse" in out.stdout and "(mean ± std over 5 lanes)" in out.stdout
     [path] = results(tmp_path)
     assert (path.parent / ".hydra" / "config.yaml").exists()
-    with xr.open_dataset(path) as ds:
-        assert ds.sizes == {"generation": 4, "seed": 5}
-        assert set(ds.data_vars) == {"test_mse", "weight_error"}
-        assert "policy: accumulate" in ds.attrs["config"]
+    ds = load_run(path.parent)
+    assert ds.sizes == {"generation": 4, "seed": 5}
+    assert set(ds.data_vars) == {"test_mse", "weight_error"}
+    assert "policy: accumulate" in ds.attrs["config"]
 
 
 def test_multirun_datasets_combine_along_the_swept_keys(tmp_path):
@@ -40,8 +41,7 @@ def test_multirun_datasets_combine_along_the_swept_keys(tmp_path):
     assert out.returncode == 0, out.stderr
     paths = results(tmp_path)
     assert len(paths) == 4
-    combined = xr.combine_by_coords([xr.open_dataset(p) for p in paths],
-                                    combine_attrs="drop_conflicts")
+    combined = load_sweep(tmp_path / "runs")
     assert combined.sizes == {"generation": 3, "seed": 3, "mix": 2, "world.n_samples": 2}
     assert combined.w2_to_truth.notnull().all()
 
