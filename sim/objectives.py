@@ -30,12 +30,17 @@ Notation: P = teacher distribution, Q = student distribution, KL(A||B) = sum A l
 * ``feature`` (FitNets): ``soft`` + gamma * MSE(hidden_student @ W + b, hidden_teacher),
   with the projection (W, b) a learned part of the student's parameters.
 
+The public functions are jitted (``k``, ``vocab`` and ``missing`` static); they nest
+inside other transforms as usual.
+
 ``OBJECTIVES`` maps names to functions with one signature,
 ``fn(student: Student, teacher: Teacher, hp: LossHParams, weights=None) -> scalar``.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any, Callable, Literal, NamedTuple
 
 import jax
@@ -61,26 +66,31 @@ def weighted_mean(per_position_x: Array, weights: Array | None = None) -> Array:
     return total / jnp.maximum(jnp.sum(w), 1e-30)
 
 
-def _kl_to_mixture(log_a_xV: Array, log_b_xV: Array, lam: Scalar) -> Array:
-    """KL(A || (1-lam) A + lam B) per position, shape ``[...]``, for lam in (0, 1].
+def _kl_to_mixture(log_a_xV: Array, log_b_xV: Array, lam: Scalar, log_rest: Scalar
+                   ) -> Array:
+    """KL(A || (1-lam) A + lam B) per position, shape ``[...]``, for lam in (0, 1], given
+    ``log_rest = log(1 - lam)`` computed accurately by the caller (1 - lam may be far
+    below float32 resolution near 1, e.g. lam = 1 - beta with beta = 1e-8).
 
     Written as sum_v [lam (B - A) - A log1p(u)], u = lam (B/A - 1) (the first part sums
     to 0), i.e. sum_v A (u - log1p(u)): every term is >= 0 and, for small u, evaluated by a
     series, so no catastrophic cancellation when A ~ M (small lam or A ~ B). Tokens with
     A = 0 contribute lam * B. ``lam = 1`` gives KL(A||B).
     """
+    lam, log_rest = jnp.asarray(lam, jnp.float32), jnp.asarray(log_rest, jnp.float32)
     a_xV, b_xV = jnp.exp(log_a_xV), jnp.exp(log_b_xV)
     a_pos = log_a_xV > -jnp.inf
-    d_xV = jnp.where(a_pos, log_b_xV - log_a_xV, 0.0)  # log(B/A); -inf where B = 0
-    lam = jnp.asarray(lam, jnp.float32)
+    # +inf only for lam = 1 and B = 0 < A. Substituting safe values there (and where A = 0)
+    # keeps the unselected branches, and so the gradients, free of NaNs.
+    infinite = a_pos & (log_b_xV == -jnp.inf) & (log_rest == -jnp.inf)
+    d_xV = jnp.where(a_pos & ~infinite, log_b_xV - log_a_xV, 0.0)  # log(B/A)
     u_xV = lam * jnp.expm1(jnp.minimum(d_xV, 80.0))
-    # log1p(u) = log(1 - lam + lam B/A); beyond d = 80 from logs to avoid overflow.
-    big = jnp.logaddexp(jnp.log1p(-lam), jnp.log(lam) + jnp.maximum(d_xV, 80.0))
-    # u = -1 only when lam = 1 and B = 0 < A: the KL is +inf there. Substituting a safe u
-    # keeps the other (unselected) branches, and so the gradients, free of NaNs.
-    infinite = u_xV <= -1.0
-    u_xV = jnp.where(infinite, 0.0, u_xV)
-    log1p_u = jnp.where(d_xV < 80.0, jnp.log1p(u_xV), big)
+    # log1p(u) = log(1 - lam + lam B/A): directly while 1 + u is not small (u accurate to
+    # ~eps, so 1 + u is accurate relative to itself), else in log space (no overflow for
+    # large d, no cancellation when lam B/A and 1 - lam are both tiny).
+    direct = (u_xV > -0.5) & (d_xV < 80.0)
+    log_mix = jnp.logaddexp(log_rest, jnp.log(lam) + jnp.where(direct, 0.0, d_xV))
+    log1p_u = jnp.where(direct, jnp.log1p(jnp.where(direct, u_xV, 0.0)), log_mix)
     small_u = jnp.abs(u_xV) < 1e-2
     u_s = jnp.where(small_u, u_xV, 0.0)
     series = u_s * u_s * (0.5 - u_s * (1.0 / 3.0 - u_s * (0.25 - u_s * 0.2)))
@@ -89,11 +99,13 @@ def _kl_to_mixture(log_a_xV: Array, log_b_xV: Array, lam: Scalar) -> Array:
     return jnp.sum(term_xV, axis=-1)
 
 
+@jax.jit
 def kl(log_p_xV: Array, log_q_xV: Array) -> Array:
     """KL(P||Q) per position from log-probabilities (every summand >= 0)."""
-    return _kl_to_mixture(log_p_xV, log_q_xV, 1.0)
+    return _kl_to_mixture(log_p_xV, log_q_xV, 1.0, -jnp.inf)
 
 
+@jax.jit
 def jsd_divergence(log_p_xV: Array, log_q_xV: Array, beta: Scalar) -> Array:
     """Continuous generalised JSD D_beta(P, Q) per position (see module docstring):
     KL(P||Q) at beta = 0, KL(Q||P) at beta = 1. ``beta`` may be traced; the gradient in
@@ -101,8 +113,8 @@ def jsd_divergence(log_p_xV: Array, log_q_xV: Array, beta: Scalar) -> Array:
     beta = jnp.asarray(beta, jnp.float32)
     b = jnp.clip(beta, 1e-12, 1.0 - 1e-7)
     # beta KL(P||M) / (beta (1-beta)) with M = P + (1-beta)(Q - P), and symmetrically.
-    mixed = (_kl_to_mixture(log_p_xV, log_q_xV, 1.0 - b) / (1.0 - b)
-             + _kl_to_mixture(log_q_xV, log_p_xV, b) / b)
+    mixed = (_kl_to_mixture(log_p_xV, log_q_xV, 1.0 - b, jnp.log(b)) / (1.0 - b)
+             + _kl_to_mixture(log_q_xV, log_p_xV, b, jnp.log1p(-b)) / b)
     return jnp.where(beta <= 0.0, kl(log_p_xV, log_q_xV),
                      jnp.where(beta >= 1.0, kl(log_q_xV, log_p_xV), mixed))
 
@@ -115,6 +127,7 @@ def _const(x: Array) -> Array:
     return jax.lax.stop_gradient(jnp.asarray(x))
 
 
+@jax.jit
 def cross_entropy(student_logits_xV: Array, labels_x: Array) -> Array:
     """-log Q(label) per position."""
     log_q = _log_softmax(student_logits_xV)
@@ -125,11 +138,13 @@ def cross_entropy(student_logits_xV: Array, labels_x: Array) -> Array:
 # ---------------------------------------------------------------- losses
 
 
+@jax.jit
 def hard(student_logits_xV: Array, labels_x: Array, weights: Array | None = None) -> Array:
     """Cross-entropy on teacher-sampled tokens/labels."""
     return weighted_mean(cross_entropy(student_logits_xV, labels_x), weights)
 
 
+@jax.jit
 def soft(student_logits_xV: Array, teacher_logits_xV: Array, labels_x: Array | None,
          alpha: Scalar = 0.0, tau: Scalar = 1.0, weights: Array | None = None) -> Array:
     """Hinton KD: alpha CE(labels) + (1-alpha) tau^2 KL(P_tau || Q_tau).
@@ -142,12 +157,14 @@ def soft(student_logits_xV: Array, teacher_logits_xV: Array, labels_x: Array | N
     return weighted_mean(per_pos, weights)
 
 
+@functools.partial(jax.jit, static_argnames="k")
 def teacher_topk(teacher_logits_xV: Array, k: int) -> tuple[Array, Array]:
     """What a top-k teacher exposes: ``(logprobs_xK, indices_xK)``, most likely first,
     log-probabilities under the teacher's full distribution."""
     return jax.lax.top_k(_log_softmax(teacher_logits_xV), k)
 
 
+@functools.partial(jax.jit, static_argnames=("vocab", "missing"))
 def topk_target(topk_logprobs_xK: Array, topk_indices_xK: Array, vocab: int,
                 missing: Literal["renormalise", "uniform"] = "renormalise") -> Array:
     """Log-probabilities ``[..., V]`` of the distillation target built from the top k."""
@@ -161,11 +178,16 @@ def topk_target(topk_logprobs_xK: Array, topk_indices_xK: Array, vocab: int,
         values_xK, fill_x1 = lp_xK, jnp.log(rest_x1 / (vocab - k))
     else:
         raise ValueError(f"missing={missing!r}: 'renormalise' or 'uniform'")
-    base_xV = jnp.broadcast_to(fill_x1, lp_xK.shape[:-1] + (vocab,))
-    return jnp.put_along_axis(base_xV, jnp.asarray(topk_indices_xK, jnp.int32), values_xK,
-                              axis=-1, inplace=False)
+    lead = lp_xK.shape[:-1]
+    rows = math.prod(lead)
+    base_RxV = jnp.broadcast_to(fill_x1, lead + (vocab,)).reshape(rows, vocab)
+    target_RxV = base_RxV.at[jnp.arange(rows)[:, None],
+                             jnp.asarray(topk_indices_xK, jnp.int32).reshape(rows, k)].set(
+                                 values_xK.reshape(rows, k))
+    return target_RxV.reshape(lead + (vocab,))
 
 
+@functools.partial(jax.jit, static_argnames="missing")
 def topk(student_logits_xV: Array, topk_logprobs_xK: Array, topk_indices_xK: Array,
          missing: Literal["renormalise", "uniform"] = "renormalise",
          weights: Array | None = None) -> Array:
@@ -175,6 +197,7 @@ def topk(student_logits_xV: Array, topk_logprobs_xK: Array, topk_indices_xK: Arr
     return weighted_mean(kl(log_t, _log_softmax(student_logits_xV)), weights)
 
 
+@jax.jit
 def reverse_kl(student_logits_xV: Array, teacher_logits_xV: Array,
                weights: Array | None = None) -> Array:
     """KL(Q || P) (mode-seeking)."""
@@ -182,6 +205,7 @@ def reverse_kl(student_logits_xV: Array, teacher_logits_xV: Array,
                             _log_softmax(_const(teacher_logits_xV))), weights)
 
 
+@jax.jit
 def jsd(student_logits_xV: Array, teacher_logits_xV: Array, beta: Scalar = 0.5,
         weights: Array | None = None) -> Array:
     """Normalised generalised JSD D_beta(P=teacher, Q=student): forward KL at beta=0,
@@ -196,6 +220,7 @@ def init_projection(key: Array, student_width: int, teacher_width: int) -> Param
     return {"kernel": kernel, "bias": jnp.zeros((teacher_width,), jnp.float32)}
 
 
+@jax.jit
 def feature_mse(student_hidden_xHs: Array, projection: Params, teacher_hidden_xHt: Array,
                 weights: Array | None = None) -> Array:
     """Mean over features of (h_s W + b - h_t)^2, then the weighted mean over positions."""
@@ -204,6 +229,7 @@ def feature_mse(student_hidden_xHs: Array, projection: Params, teacher_hidden_xH
                          weights)
 
 
+@jax.jit
 def feature(student_logits_xV: Array, student_hidden_xHs: Array, projection: Params,
             teacher_hidden_xHt: Array, teacher_logits_xV: Array, labels_x: Array | None,
             alpha: Scalar = 0.0, tau: Scalar = 1.0, gamma: Scalar = 1.0,

@@ -33,6 +33,14 @@ def _per_row(x: ArrayLike) -> Array:
     return jnp.asarray(x, jnp.float32)[..., None]
 
 
+def _scaled(logits_xV: Array, temperature: ArrayLike) -> Array:
+    """(logits - max) / temperature: the max is 0, so no overflow to +inf however small
+    the temperature (1 where greedy: the values are unused then but must stay finite)."""
+    temperature_x1 = _per_row(temperature)
+    shifted_xV = logits_xV - jnp.max(logits_xV, axis=-1, keepdims=True)
+    return shifted_xV / jnp.where(temperature_x1 <= 0.0, 1.0, temperature_x1)
+
+
 def keep_mask(logits_xV: Array, temperature: ArrayLike = 1.0, top_k: int = 0,
               top_p: ArrayLike = 1.0, min_p: ArrayLike = 0.0) -> Array:
     """Boolean ``[..., V]``: which tokens survive the decoding transforms."""
@@ -40,9 +48,8 @@ def keep_mask(logits_xV: Array, temperature: ArrayLike = 1.0, top_k: int = 0,
     vocab = logits_xV.shape[-1]
     if not isinstance(top_k, int) or top_k < 0:
         raise ValueError(f"top_k must be a static int >= 0 (0 = off), got {top_k!r}")
-    temperature_x1 = _per_row(temperature)
-    greedy_x1 = temperature_x1 <= 0.0
-    scaled_xV = logits_xV / jnp.where(greedy_x1, 1.0, temperature_x1)
+    greedy_x1 = _per_row(temperature) <= 0.0
+    scaled_xV = _scaled(logits_xV, temperature)
 
     # Rank tokens most likely first; a stable sort breaks ties by lower index.
     order_xV = jnp.argsort(-scaled_xV, axis=-1, stable=True)
@@ -72,20 +79,20 @@ def keep_mask(logits_xV: Array, temperature: ArrayLike = 1.0, top_k: int = 0,
 
 def transform_logits(logits_xV: Array, temperature: ArrayLike = 1.0, top_k: int = 0,
                      top_p: ArrayLike = 1.0, min_p: ArrayLike = 0.0) -> Array:
-    """Logits of the distribution one samples from: ``logits / temperature`` on the kept
-    tokens, ``-inf`` elsewhere. Greedy (temperature <= 0) keeps the raw logit of the argmax
-    only. Shape ``[..., V]``, float32, never NaN for finite input."""
+    """Log-probabilities of the distribution one samples from: ``log_softmax(logits /
+    temperature)`` renormalised over the kept tokens, ``-inf`` elsewhere (greedy: 0 at the
+    argmax). Shape ``[..., V]``, float32; never NaN while each row has a finite logit, for
+    any temperature >= 0 (no overflow as temperature -> 0+)."""
     logits_xV = jnp.asarray(logits_xV, jnp.float32)
-    temperature_x1 = _per_row(temperature)
-    scaled_xV = logits_xV / jnp.where(temperature_x1 <= 0.0, 1.0, temperature_x1)
     keep_xV = keep_mask(logits_xV, temperature, top_k, top_p, min_p)
-    return jnp.where(keep_xV, scaled_xV, -jnp.inf)
+    masked_xV = jnp.where(keep_xV, _scaled(logits_xV, temperature), -jnp.inf)
+    return jax.nn.log_softmax(masked_xV, axis=-1)
 
 
 def probabilities(logits_xV: Array, temperature: ArrayLike = 1.0, top_k: int = 0,
                   top_p: ArrayLike = 1.0, min_p: ArrayLike = 0.0) -> Array:
     """The sampling distribution ``[..., V]`` after the transforms (zeros where excluded)."""
-    return jax.nn.softmax(transform_logits(logits_xV, temperature, top_k, top_p, min_p), -1)
+    return jnp.exp(transform_logits(logits_xV, temperature, top_k, top_p, min_p))
 
 
 def sample(key: Array, logits_xV: Array, temperature: ArrayLike = 1.0, top_k: int = 0,

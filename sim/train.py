@@ -25,6 +25,22 @@ Data = Any  # pytree of arrays sharing a leading pool axis N
 LossFn = Callable[[Params, Data], Array]  # (params, minibatch) -> scalar loss
 
 
+def warmup_cosine_schedule(peak: float | Array, warmup_steps: int, total_steps: int,
+                           end_fraction: float | Array = 0.0) -> optax.Schedule:
+    """Linear warmup 0 -> peak over ``warmup_steps``, then cosine decay to
+    ``end_fraction * peak`` at ``total_steps`` (constant after). Unlike optax's version it
+    never branches on ``peak``, so ``peak`` may be traced (e.g. swept across lanes)."""
+
+    def schedule(count: Array) -> Array:
+        step = jnp.asarray(count, jnp.float32)
+        warm = peak * step / max(warmup_steps, 1)
+        frac = jnp.clip((step - warmup_steps) / max(total_steps - warmup_steps, 1), 0.0, 1.0)
+        decay = end_fraction + (1.0 - end_fraction) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+        return jnp.where(step < warmup_steps, warm, peak * decay)
+
+    return schedule
+
+
 def make_optimizer(learning_rate: float | Array = 1e-3, weight_decay: float | Array = 1e-4,
                    warmup_steps: int = 0, total_steps: int | None = None,
                    end_fraction: float = 0.0, clip_norm: float | None = None,
@@ -41,9 +57,7 @@ def make_optimizer(learning_rate: float | Array = 1e-3, weight_decay: float | Ar
         if not 0 <= warmup_steps < total_steps:
             raise ValueError(f"need 0 <= warmup_steps={warmup_steps} < "
                              f"total_steps={total_steps}")
-        lr = optax.warmup_cosine_decay_schedule(
-            init_value=0.0, peak_value=learning_rate, warmup_steps=warmup_steps,
-            decay_steps=total_steps, end_value=end_fraction * learning_rate)
+        lr = warmup_cosine_schedule(learning_rate, warmup_steps, total_steps, end_fraction)
     adamw = optax.adamw(lr, b1=b1, b2=b2, weight_decay=weight_decay,
                         mask=lambda p: jax.tree_util.tree_map(lambda x: x.ndim >= 2, p))
     if clip_norm is None:

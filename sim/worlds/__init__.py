@@ -7,6 +7,7 @@ from typing import Callable, NamedTuple
 from sim.errors import ConfigError
 from sim.worlds.base import MetricInfo, World, WorldConfig
 from sim.worlds.gaussian import GaussianConfig, GaussianWorld
+from sim.worlds.gmm import GmmConfig, GmmWorld
 from sim.worlds.linreg import LinregConfig, LinregWorld
 
 
@@ -17,6 +18,7 @@ class WorldEntry(NamedTuple):
 
 WORLDS: dict[str, WorldEntry] = {
     "gaussian": WorldEntry(GaussianConfig, GaussianWorld),
+    "gmm": WorldEntry(GmmConfig, GmmWorld),
     "linreg": WorldEntry(LinregConfig, LinregWorld),
 }
 

@@ -1,0 +1,123 @@
+"""Decoding transforms: exact small cases, greedy, top-p/min-p rules, sampling frequencies."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim import sampling
+
+P4 = np.array([0.5, 0.3, 0.15, 0.05])
+LOGITS4 = jnp.log(jnp.asarray(P4, jnp.float32)) + 1.7  # shift: softmax invariant
+
+
+def probs(**kw: object) -> np.ndarray:
+    return np.asarray(sampling.probabilities(LOGITS4, **kw))
+
+
+def test_identity_when_off() -> None:
+    np.testing.assert_allclose(probs(), P4, atol=1e-6)
+    out = sampling.transform_logits(LOGITS4, 1.0, 0, 1.0, 0.0)
+    np.testing.assert_allclose(out, np.log(P4), atol=1e-6)
+
+
+def test_temperature() -> None:
+    expected = P4**0.5 / np.sum(P4**0.5)
+    np.testing.assert_allclose(probs(temperature=2.0), expected, atol=1e-6)
+    expected = P4**4 / np.sum(P4**4)
+    np.testing.assert_allclose(probs(temperature=0.25), expected, atol=1e-6)
+
+
+def test_top_k() -> None:
+    np.testing.assert_allclose(probs(top_k=3), [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0],
+                               atol=1e-6)
+    np.testing.assert_allclose(probs(top_k=1), [1, 0, 0, 0], atol=1e-7)
+    np.testing.assert_allclose(probs(top_k=4), P4, atol=1e-6)  # k >= V is off
+    np.testing.assert_allclose(probs(top_k=9), P4, atol=1e-6)
+
+
+def test_top_p_smallest_set_with_enough_mass() -> None:
+    np.testing.assert_allclose(probs(top_p=0.7), [0.625, 0.375, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(probs(top_p=0.5 - 1e-3), [1, 0, 0, 0], atol=1e-7)
+    np.testing.assert_allclose(probs(top_p=0.9), [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0],
+                               atol=1e-6)
+    np.testing.assert_allclose(probs(top_p=0.96), P4, atol=1e-6)
+    np.testing.assert_allclose(probs(top_p=0.0), [1, 0, 0, 0], atol=1e-7)
+
+
+def test_top_p_one_is_exactly_off_even_for_tiny_tail() -> None:
+    logits = jnp.array([30.0, 0.0, -5.0, -80.0])  # tail mass rounds to 0 in float32
+    keep = sampling.keep_mask(logits, 1.0, 0, 1.0, 0.0)
+    assert bool(jnp.all(keep))
+
+
+def test_top_p_after_top_k_renormalisation() -> None:
+    # After top_k=2 the distribution is [0.625, 0.375]; top_p=0.6 keeps only the first.
+    np.testing.assert_allclose(probs(top_k=2, top_p=0.6), [1, 0, 0, 0], atol=1e-7)
+    np.testing.assert_allclose(probs(top_k=2, top_p=0.7), [0.625, 0.375, 0, 0], atol=1e-6)
+
+
+def test_min_p_relative_to_max() -> None:
+    np.testing.assert_allclose(probs(min_p=0.5), [0.625, 0.375, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(probs(min_p=0.29), [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0],
+                               atol=1e-6)
+    np.testing.assert_allclose(probs(min_p=0.61), [1, 0, 0, 0], atol=1e-7)
+    np.testing.assert_allclose(probs(min_p=0.0), P4, atol=1e-6)
+
+
+def test_greedy_no_nan_and_ties() -> None:
+    logits = jnp.array([[0.1, 2.0, -1.0, 2.0], [-jnp.inf, 0.0, 3.0, 1.0]])
+    out = sampling.transform_logits(logits, 0.0, 0, 1.0, 0.0)
+    assert not bool(jnp.any(jnp.isnan(out)))
+    # A tiny positive temperature is (numerically) greedy too, without overflow.
+    tiny = sampling.probabilities(jnp.array([0.0, 0.0, 4.0, 1e30]), 1e-38)
+    np.testing.assert_array_equal(tiny, [0, 0, 0, 1])
+    p = np.asarray(jax.nn.softmax(out, -1))
+    np.testing.assert_array_equal(p, [[0, 1, 0, 0], [0, 0, 1, 0]])  # ties: lowest index
+    tokens = sampling.sample(jax.random.key(0), logits, 0.0)
+    np.testing.assert_array_equal(tokens, [1, 2])
+
+
+def test_traced_settings_one_compile_and_per_row() -> None:
+    fn = jax.jit(sampling.probabilities, static_argnums=2)
+    for t, p, m in [(0.0, 1.0, 0.0), (2.0, 0.7, 0.0), (1.0, 1.0, 0.5)]:
+        np.testing.assert_allclose(fn(LOGITS4, t, 0, p, m), probs(temperature=t, top_p=p,
+                                                                  min_p=m), atol=1e-6)
+    assert fn._cache_size() == 1
+    # Per-row settings broadcast against the leading shape.
+    rows = jnp.stack([LOGITS4, LOGITS4])
+    out = sampling.probabilities(rows, jnp.array([1.0, 0.0]), 0, jnp.array([0.7, 1.0]))
+    np.testing.assert_allclose(out, [[0.625, 0.375, 0, 0], [1, 0, 0, 0]], atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(logits=st.lists(st.floats(-20, 20), min_size=8, max_size=8),
+       temperature=st.floats(0.0, 3.0), top_k=st.sampled_from([0, 3]),
+       top_p=st.floats(0.0, 1.0), min_p=st.floats(0.0, 1.0))
+def test_always_a_distribution_keeping_argmax(logits: list[float], temperature: float,
+                                              top_k: int, top_p: float, min_p: float) -> None:
+    x = jnp.asarray(logits, jnp.float32)
+    p = np.asarray(_jit_probs(x, temperature, top_k, top_p, min_p))
+    assert np.all(np.isfinite(p))
+    assert abs(p.sum() - 1.0) < 1e-5
+    assert p[int(np.argmax(np.asarray(x)))] > 0
+
+
+_jit_probs = jax.jit(sampling.probabilities, static_argnums=2)
+
+
+@pytest.mark.parametrize("kw", [dict(temperature=1.3, top_k=3),
+                                dict(temperature=0.8, top_p=0.9, min_p=0.1)])
+def test_sampling_frequencies_match(kw: dict) -> None:
+    logits = jnp.array([1.0, 0.5, 0.0, -0.5, -1.0, -3.0])
+    n = 40_000
+    draws = sampling.sample(jax.random.key(1), jnp.broadcast_to(logits, (n, 6)), **kw)
+    freq = np.bincount(np.asarray(draws), minlength=6) / n
+    p = np.asarray(sampling.probabilities(logits, **kw))
+    se = np.sqrt(p * (1 - p) / n)
+    assert np.all(np.abs(freq - p) <= 4 * se + 1e-12), (freq, p)
+    assert np.all(freq[p == 0] == 0)
