@@ -35,7 +35,7 @@ class Chain(NamedTuple):
         """Generation 0: fit on n real samples, measure."""
         k_real, _, _, k_fit, k_measure = _generation_keys(key, 0)
         real = self.world.sample_real(k_real, self.world.n_samples)
-        params = self.world.fit(k_fit, real, jnp.ones(self.world.n_samples), dyn)
+        params = self.world.fit(k_fit, real, jnp.ones(self.world.n_samples), dyn, None)
         return ChainState(params, self.mix.init(real)), self.world.measure(k_measure, params)
 
     def step(self, state: ChainState, generation: Array, key: Array,
@@ -46,5 +46,5 @@ class Chain(NamedTuple):
         synthetic = self.world.generate(k_synth, state.params, n, dyn)
         real = self.world.sample_real(k_real, n) if self.mix.needs_real else None
         pool, data, weights_N = self.mix(state.pool, k_mix, generation, real, synthetic, dyn)
-        params = self.world.fit(k_fit, data, weights_N, dyn)
+        params = self.world.fit(k_fit, data, weights_N, dyn, state.params)
         return ChainState(params, pool), self.world.measure(k_measure, params)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from sim.distill import DistillConfig, SamplingConfig, StudentConfig, TrainConfig
 from sim.lanes import LanesConfig
 from sim.mix import MixConfig
 from sim.worlds import WORLDS, WorldConfig
@@ -22,6 +23,10 @@ from sim.worlds import WORLDS, WorldConfig
 class Config:
     world: WorldConfig = MISSING  # chosen by the `world` group: gaussian, gmm, linreg, ...
     mix: MixConfig = field(default_factory=MixConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
     lanes: LanesConfig = field(default_factory=LanesConfig)
     generations: int = 10  # G: generations after generation 0 (which fits real data)
     seeds: int = 8  # independent chains, run as lanes of one compiled program

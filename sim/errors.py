@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 
 class ConfigError(ValueError):
     """A configuration value is not allowed; the message names the key and what is."""
@@ -10,4 +12,5 @@ class ConfigError(ValueError):
 def require(ok: bool, key: str, value: object, allowed: str) -> None:
     """Raise ``ConfigError`` with a one-line message unless ``ok``."""
     if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+        shown = value.value if isinstance(value, enum.Enum) else value
+        raise ConfigError(f"{key}={shown!r} is not allowed: {allowed}")

@@ -14,6 +14,8 @@ from omegaconf import OmegaConf
 
 from sim.chain import Chain
 from sim.config import Config
+from sim.distill import dynamic_settings
+from sim.distill import validate as validate_distill
 from sim.errors import require
 from sim.lanes import lane_keys, resolve_strategy, run_lanes
 from sim.mix import make_mix
@@ -32,9 +34,11 @@ def build(cfg: Config) -> Experiment:
     require(cfg.generations >= 0, "generations", cfg.generations, "an integer >= 0")
     require(cfg.seeds >= 1, "seeds", cfg.seeds, "an integer >= 1")
     resolve_strategy(cfg.lanes)
-    world = make_world(cfg.world)
+    validate_distill(cfg.distill, cfg.sampling, cfg.train, cfg.student)
+    world = make_world(cfg.world, cfg.distill, cfg.sampling, cfg.train, cfg.student)
     mix = make_mix(cfg.mix, world.n_samples, cfg.generations, world.min_rows)
-    dyn = {"mix.real_fraction": float(cfg.mix.real_fraction)}
+    dyn = {"mix.real_fraction": cfg.mix.real_fraction,
+           **dynamic_settings(cfg.distill, cfg.sampling, cfg.train)}
     return Experiment(cfg, Chain(world, mix), dyn)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+from sim.distill import (DistillConfig, SamplingConfig, StudentConfig, TrainConfig,
+                         check_closed_form)
 from sim.errors import ConfigError
 from sim.worlds.base import MetricInfo, World, WorldConfig
 from sim.worlds.gaussian import GaussianConfig, GaussianWorld
@@ -14,20 +16,25 @@ from sim.worlds.linreg import LinregConfig, LinregWorld
 class WorldEntry(NamedTuple):
     config: type[WorldConfig]
     build: Callable[..., World]
+    closed_form: bool  # fitted by maximum likelihood: built from the world config alone
 
 
 WORLDS: dict[str, WorldEntry] = {
-    "gaussian": WorldEntry(GaussianConfig, GaussianWorld),
-    "gmm": WorldEntry(GmmConfig, GmmWorld),
-    "linreg": WorldEntry(LinregConfig, LinregWorld),
+    "gaussian": WorldEntry(GaussianConfig, GaussianWorld, closed_form=True),
+    "gmm": WorldEntry(GmmConfig, GmmWorld, closed_form=True),
+    "linreg": WorldEntry(LinregConfig, LinregWorld, closed_form=True),
 }
 
 
-def make_world(cfg: WorldConfig) -> World:
-    """Validate a world config and build its world."""
-    for entry in WORLDS.values():
+def make_world(cfg: WorldConfig, distill: DistillConfig, sampling: SamplingConfig,
+               train: TrainConfig, student: StudentConfig) -> World:
+    """Validate a world config (and the distillation settings it uses); build the world."""
+    for name, entry in WORLDS.items():
         if type(cfg) is entry.config:
-            return entry.build(cfg)
+            if entry.closed_form:
+                check_closed_form(name, distill, sampling, student)
+                return entry.build(cfg)
+            return entry.build(cfg, distill, sampling, train, student)
     raise ConfigError(f"world of type {type(cfg).__name__} is not allowed: one of "
                       f"{', '.join(WORLDS)}")
 

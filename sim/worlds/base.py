@@ -54,8 +54,13 @@ class World(Protocol):
         """n samples of real data."""
         ...
 
-    def fit(self, key: Array, data: Data, weights_N: Array, dyn: Dyn) -> Params:
-        """Fit (or train from a fresh initialisation) a model on weighted data."""
+    def fit(self, key: Array, data: Data, weights_N: Array, dyn: Dyn,
+            teacher: Params | None) -> Params:
+        """Fit (or train from a fresh initialisation) a model on weighted data.
+
+        ``teacher`` is the previous generation's model (None at generation 0, whose fit sees
+        real data only); a distilling world queries it for soft targets during training.
+        """
         ...
 
     def generate(self, key: Array, params: Params, n: int, dyn: Dyn) -> Data:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sim.errors import require
-from sim.worlds.base import Array, Dyn, MetricInfo, WorldConfig
+from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
 
 
 class Estimator(str, enum.Enum):
@@ -105,8 +105,9 @@ class GaussianWorld:
     def sample_real(self, key: Array, n: int) -> Array:
         return self.mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ self.chol_DxD.T
 
-    def fit(self, key: Array, data: Array, weights_N: Array, dyn: Dyn) -> tuple[Array, Array]:
-        del key, dyn
+    def fit(self, key: Array, data: Array, weights_N: Array, dyn: Dyn,
+            teacher: Params = None) -> tuple[Array, Array]:
+        del key, dyn, teacher
         return fit_gaussian(data, weights_N, self.ddof)
 
     def generate(self, key: Array, params: tuple[Array, Array], n: int, dyn: Dyn) -> Array:

@@ -48,7 +48,7 @@ from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
 from sim.errors import require
-from sim.worlds.base import Array, Dyn, MetricInfo, WorldConfig
+from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -301,8 +301,9 @@ class GmmWorld:
         noise_NxD = jax.random.normal(k_noise, (n, self.cfg.dim))
         return means_KxD[labels_N] + self.cfg.component_scale * noise_NxD
 
-    def fit(self, key: Array, data: Array, weights_N: Array, dyn: Dyn) -> GmmParams:
-        del dyn
+    def fit(self, key: Array, data: Array, weights_N: Array, dyn: Dyn,
+            teacher: Params = None) -> GmmParams:
+        del dyn, teacher
         return fit_gmm(key, data, weights_N, self.fit_components, self.cfg.em_iters,
                        self.cfg.reg_covar)
 

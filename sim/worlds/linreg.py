@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sim.errors import require
-from sim.worlds.base import Array, Dyn, MetricInfo, WorldConfig
+from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,9 @@ class LinregWorld:
     def sample_real(self, key: Array, n: int) -> dict[str, Array]:
         return self._labelled(key, self.w_D, n)
 
-    def fit(self, key: Array, data: dict[str, Array], weights_N: Array, dyn: Dyn) -> Array:
-        del key, dyn
+    def fit(self, key: Array, data: dict[str, Array], weights_N: Array, dyn: Dyn,
+            teacher: Params = None) -> Array:
+        del key, dyn, teacher
         t = self.n_samples
         count_T = jax.ops.segment_sum(weights_N, data["row"], t)
         label_sum_T = jax.ops.segment_sum(weights_N * data["y"], data["row"], t)
