@@ -36,7 +36,8 @@ class Chain(NamedTuple):
         k_real, _, _, k_fit, k_measure = _generation_keys(key, 0)
         real = self.world.sample_real(k_real, self.world.n_samples)
         params = self.world.fit(k_fit, real, jnp.ones(self.world.n_samples), dyn, None)
-        return ChainState(params, self.mix.init(real)), self.world.measure(k_measure, params)
+        metrics = self.world.measure(k_measure, params, None)
+        return ChainState(params, self.mix.init(real)), metrics
 
     def step(self, state: ChainState, generation: Array, key: Array,
              dyn: Dyn) -> tuple[ChainState, dict[str, Array]]:
@@ -47,4 +48,5 @@ class Chain(NamedTuple):
         real = self.world.sample_real(k_real, n) if self.mix.needs_real else None
         pool, data, weights_N = self.mix(state.pool, k_mix, generation, real, synthetic, dyn)
         params = self.world.fit(k_fit, data, weights_N, dyn, state.params)
-        return ChainState(params, pool), self.world.measure(k_measure, params)
+        metrics = self.world.measure(k_measure, params, state.params)
+        return ChainState(params, pool), metrics

@@ -55,6 +55,7 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="config_schema", node=schema(Config))
     store.store(group="mix", name="mix_schema", node=schema(MixConfig))
+    store.store(group="distill", name="distill_schema", node=schema(DistillConfig))
     for name, entry in WORLDS.items():
         store.store(group="world", name=f"{name}_schema", node=schema(entry.config))
 

@@ -12,6 +12,7 @@ from sim.config import to_config
 CONF = Path(CONF_DIR)
 WORLDS = sorted(p.stem for p in (CONF / "world").glob("*.yaml"))
 MIXES = sorted(p.stem for p in (CONF / "mix").glob("*.yaml"))
+OBJECTIVES = sorted(p.stem for p in (CONF / "distill").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 TINY = ["generations=1", "seeds=2", "progress=false"]
 
@@ -36,6 +37,13 @@ def test_experiment_configs_compose_and_run(name):
     assert text.startswith("# @package _global_\n#") and "Expected:" in text
     cfg = _compose([f"experiment={name}", *TINY])
     experiment.run(experiment.build(cfg))
+
+
+def test_every_objective_has_a_config_file():
+    from sim.distill import Objective
+    assert set(OBJECTIVES) == {o.value for o in Objective}
+    for name in OBJECTIVES:
+        assert _compose([f"distill={name}"]).distill.objective.value == name
 
 
 def test_every_world_has_a_config_file():

@@ -67,6 +67,10 @@ class World(Protocol):
         """n samples produced by a fitted model, with the same structure as real data."""
         ...
 
-    def measure(self, key: Array, params: Params) -> dict[str, Array]:
-        """Scalar metrics of one fitted model, keyed as in ``metric_info``."""
+    def measure(self, key: Array, params: Params, teacher: Params | None) -> dict[str, Array]:
+        """Scalar metrics of one fitted model, keyed as in ``metric_info``.
+
+        ``teacher`` is the model it learned from (None at generation 0: metrics that compare
+        with the teacher are NaN there).
+        """
         ...

@@ -119,8 +119,9 @@ class GaussianWorld:
         root_DxD = evecs_DxD * jnp.sqrt(jnp.clip(evals_D, 0.0))
         return mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ root_DxD.T
 
-    def measure(self, key: Array, params: tuple[Array, Array]) -> dict[str, Array]:
-        del key
+    def measure(self, key: Array, params: tuple[Array, Array],
+                teacher: Params = None) -> dict[str, Array]:
+        del key, teacher
         mean_D, cov_DxD = params
         return {
             "w2_to_truth": w2_gaussians(mean_D, cov_DxD, self.mean_D, self.sqrt_DxD),

@@ -81,8 +81,9 @@ class LinregWorld:
         del dyn
         return self._labelled(key, params, n)
 
-    def measure(self, key: Array, params: Array) -> dict[str, Array]:
-        del key
+    def measure(self, key: Array, params: Array,
+                teacher: Params = None) -> dict[str, Array]:
+        del key, teacher
         error_D = params - self.w_D
         return {
             "test_mse": jnp.mean((self.x_test_MxD @ error_D) ** 2),
