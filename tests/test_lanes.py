@@ -1,6 +1,11 @@
 """Lanes: reproducibility, strategies, and the chain's generation loop."""
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,3 +59,29 @@ def test_generations_differ_and_zero_generations_work():
 def test_bad_values_fail_at_build_naming_the_key(changes, key):
     with pytest.raises(ConfigError, match=key):
         experiment.build(dataclasses.replace(BASE, **changes))
+
+
+SHARDED = """
+import json, jax
+from sim import experiment, lanes
+from sim.config import Config
+from sim.mix import MixConfig, MixPolicy
+from sim.worlds.gaussian import GaussianConfig
+keys = lanes._shard(lanes.lane_keys(0, 4), 4)
+assert len(keys.sharding.device_set) == 2, keys.sharding
+cfg = Config(world=GaussianConfig(dim=2, n_samples=16), generations=3, seeds=4, progress=False,
+             mix=MixConfig(policy=MixPolicy.accumulate_subsample, subsample_size=20))
+ds = experiment.run(experiment.build(cfg))
+print(json.dumps([ds.attrs["device_count"], ds.w2_to_truth.values.tolist()]))
+"""
+
+
+def test_lanes_shard_across_devices_with_identical_results():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    devices, values = json.loads(out.stdout.strip().splitlines()[-1])
+    assert devices == 2
+    np.testing.assert_array_equal(values, _run().w2_to_truth.values)
