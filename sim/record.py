@@ -42,17 +42,24 @@ def coordinate_value(value: Any) -> Any:
 def to_dataset(metrics: Mapping[str, np.ndarray], info: Mapping[str, MetricInfo],
                swept: Mapping[str, Any] | None = None,
                attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
-    """Metrics of shape (G + 1, lanes) as a Dataset with dims (generation, seed, *swept)."""
-    data_vars = {}
+    """Metrics of shape (G + 1, lanes, *metric dims) as a Dataset.
+
+    Dims: (generation, seed, *the metric's own dims, *swept keys).
+    """
+    data_vars, coords = {}, {}
     for name, values in metrics.items():
         meta = info[name]
+        values = np.asarray(values)
         var_attrs = {"long_name": meta.long_name, "description": meta.description}
         if meta.units:
             var_attrs["units"] = meta.units
-        data_vars[name] = (("generation", "seed"), np.asarray(values), var_attrs)
-    generations, lanes = next(iter(metrics.values())).shape
-    ds = xr.Dataset(data_vars, coords={"generation": np.arange(generations),
-                                       "seed": np.arange(lanes)}, attrs=dict(attrs or {}))
+        data_vars[name] = (("generation", "seed", *meta.dims), values, var_attrs)
+        for i, dim in enumerate(meta.dims):
+            size = values.shape[2 + i]
+            coords[dim] = np.asarray(meta.coords[i]) if meta.coords else np.arange(size)
+    generations, lanes = next(iter(metrics.values())).shape[:2]
+    coords.update(generation=np.arange(generations), seed=np.arange(lanes))
+    ds = xr.Dataset(data_vars, coords=coords, attrs=dict(attrs or {}))
     ds["generation"].attrs["long_name"] = "generation (0 = fitted on real data)"
     ds["seed"].attrs["long_name"] = "lane index (key = fold_in(key(seed), index))"
     for key, value in (swept or {}).items():

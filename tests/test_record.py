@@ -8,17 +8,21 @@ from sim.record import run_attrs, to_dataset, write_atomic
 from sim.worlds.base import MetricInfo
 from sim.mix import MixPolicy
 
-INFO = {"a": MetricInfo("metric a", "nats", "what a is"), "b": MetricInfo("metric b")}
+INFO = {"a": MetricInfo("metric a", "nats", "what a is"), "b": MetricInfo("metric b"),
+        "c": MetricInfo("per n", dims=("n",), coords=((1, 2, 3, 4),))}
 
 
 def _ds(swept=None):
-    metrics = {"a": np.arange(6.0).reshape(3, 2), "b": np.ones((3, 2))}
+    metrics = {"a": np.arange(6.0).reshape(3, 2), "b": np.ones((3, 2)),
+               "c": np.zeros((3, 2, 4))}
     return to_dataset(metrics, INFO, swept, run_attrs("x: 1\n", 1.5))
 
 
 def test_dims_and_metadata():
     ds = _ds()
-    assert ds.a.dims == ("generation", "seed") and ds.sizes == {"generation": 3, "seed": 2}
+    assert ds.a.dims == ("generation", "seed")
+    assert ds.sizes == {"generation": 3, "seed": 2, "n": 4}
+    assert ds.c.dims == ("generation", "seed", "n") and ds.n.values.tolist() == [1, 2, 3, 4]
     assert ds.a.attrs["long_name"] == "metric a" and ds.a.attrs["units"] == "nats"
     assert "units" not in ds.b.attrs
     assert yaml.safe_load(ds.attrs["config"]) == {"x": 1}
@@ -33,7 +37,8 @@ def test_swept_values_become_length_one_dims_that_combine():
             _ds({"mix": "accumulate", "world.n_samples": 20})]
     assert runs[0].a.dims == ("generation", "seed", "mix", "world.n_samples")
     combined = xr.combine_by_coords(runs, combine_attrs="drop_conflicts")
-    assert combined.sizes == {"generation": 3, "seed": 2, "mix": 2, "world.n_samples": 2}
+    assert combined.sizes == {"generation": 3, "seed": 2, "n": 4, "mix": 2,
+                              "world.n_samples": 2}
     assert sorted(combined["mix"].values.tolist()) == ["accumulate", "replace"]
 
 

@@ -32,11 +32,18 @@ class WorldConfig:
 
 
 class MetricInfo(NamedTuple):
-    """How a metric is described in the results dataset and the README."""
+    """How a metric is described in the results dataset and the README.
+
+    A metric is a scalar per lane and generation, or has extra trailing axes named by
+    ``dims`` (e.g. ``("n",)`` for distinct-n) with coordinate values ``coords`` (one
+    sequence per extra dim; empty = 0, 1, 2, ...).
+    """
 
     long_name: str
     units: str = ""
     description: str = ""
+    dims: tuple[str, ...] = ()
+    coords: tuple[tuple[Any, ...], ...] = ()
 
 
 class World(Protocol):
