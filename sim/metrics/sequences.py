@@ -1,0 +1,104 @@
+"""Diversity of a sample of token sequences (N sequences of L tokens, ints in [0, V)).
+
+n-grams are taken within each sequence (none crosses a sequence boundary) and counted
+exactly by a lexicographic sort of their n token columns, so any vocabulary size and n
+work without hashing or V^n-sized tables.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+def ngrams(tokens_NxL: Array, n: int) -> Array:
+    """All within-sequence n-grams as rows: (N * (L - n + 1)) x n."""
+    length = tokens_NxL.shape[1]
+    windows = [tokens_NxL[:, i:length - n + 1 + i] for i in range(n)]
+    return jnp.stack(windows, -1).reshape(-1, n)
+
+
+def _sorted_runs(rows_MxN: Array) -> tuple[Array, Array]:
+    """Sort rows lexicographically; return (sorted rows, mask of rows that start a run)."""
+    columns = tuple(rows_MxN[:, i] for i in range(rows_MxN.shape[1]))
+    sorted_cols = jax.lax.sort(columns, num_keys=len(columns))
+    sorted_MxN = jnp.stack(sorted_cols, -1)
+    differs_M = jnp.any(sorted_MxN[1:] != sorted_MxN[:-1], axis=-1)
+    return sorted_MxN, jnp.concatenate([jnp.ones(1, bool), differs_M])
+
+
+def ngram_counts(tokens_NxL: Array, n: int) -> Array:
+    """Counts of the distinct n-grams, padded with zeros to length M (the n-gram total)."""
+    _, starts_M = _sorted_runs(ngrams(tokens_NxL, n))
+    run_M = jnp.cumsum(starts_M) - 1
+    return jax.ops.segment_sum(jnp.ones_like(run_M), run_M, num_segments=starts_M.shape[0])
+
+
+def ngram_entropy(tokens_NxL: Array, n: int = 1) -> Array:
+    """Entropy (nats) of the empirical n-gram distribution; n = 1 is the unigram entropy."""
+    counts_M = ngram_counts(tokens_NxL, n).astype(jnp.float32)
+    total = counts_M.sum()
+    p_M = counts_M / total
+    return -jnp.sum(jnp.where(p_M > 0, p_M * jnp.log(jnp.where(p_M > 0, p_M, 1.0)), 0.0))
+
+
+def distinct_n(tokens_NxL: Array, n: int) -> Array:
+    """Distinct n-grams over all n-grams (Li et al. 2016), in (0, 1]."""
+    _, starts_M = _sorted_runs(ngrams(tokens_NxL, n))
+    return starts_M.sum() / starts_M.shape[0]
+
+
+def support_coverage(tokens_NxL: Array, support_V: Array) -> Array:
+    """Fraction of the true support (a boolean mask over V tokens) that appears."""
+    seen_V = jnp.zeros(support_V.shape[0], bool).at[tokens_NxL.reshape(-1)].set(True)
+    return jnp.sum(seen_V & support_V) / jnp.maximum(jnp.sum(support_V), 1)
+
+
+def _ngram_match_counts(a_LxN: Array, b_LxN: Array) -> Array:
+    """For each n-gram of a, how often it occurs in b: vector of length L."""
+    equal_LxL = jnp.all(a_LxN[:, None, :] == b_LxN[None, :, :], axis=-1)
+    return equal_LxL.sum(1)
+
+
+def self_bleu(tokens_NxL: Array, max_n: int = 4, epsilon: float = 0.1) -> Array:
+    """Self-BLEU (Zhu et al. 2018): mean BLEU-max_n of each sequence against all others.
+
+    Modified (clipped) n-gram precisions with uniform weights; equal lengths make the
+    brevity penalty 1; a zero precision gets ``epsilon`` matches (NLTK's smoothing
+    method 1, as in Texygen). Cost O(N^2 L^2 max_n): use a subsample of sequences. Higher
+    means less diverse; 1 when all sequences are identical.
+    """
+    n_seq = tokens_NxL.shape[0]
+    others_NxN = ~jnp.eye(n_seq, dtype=bool)
+    log_precisions = []
+    for n in range(1, max_n + 1):
+        grams_NxLxn = jax.vmap(lambda t: ngrams(t[None], n))(tokens_NxL)
+        pairwise = jax.vmap(lambda a: jax.vmap(lambda b: _ngram_match_counts(a, b))(
+            grams_NxLxn))(grams_NxLxn)  # [h, r, t]: count in r of h's n-gram at t
+        own_NxL = jnp.diagonal(pairwise, axis1=0, axis2=1).T  # count in h itself
+        best_ref_NxL = jnp.max(jnp.where(others_NxN[:, :, None], pairwise, 0), axis=1)
+        # sum over positions of min(c_h, c_ref) / c_h = sum over n-grams of min(c_h, c_ref)
+        clipped_N = jnp.sum(jnp.minimum(own_NxL, best_ref_NxL) / own_NxL, axis=1)
+        total = grams_NxLxn.shape[1]
+        clipped_N = jnp.where(clipped_N > 0, clipped_N, epsilon)
+        log_precisions.append(jnp.log(clipped_N / total))
+    return jnp.mean(jnp.exp(jnp.mean(jnp.stack(log_precisions), axis=0)))
+
+
+def _gzip_ratio(tokens_NxL: np.ndarray) -> np.ndarray:
+    data = np.asarray(tokens_NxL)
+    width = 1 if data.max(initial=0) < 256 else 4
+    raw = data.astype(np.uint8 if width == 1 else np.uint32).tobytes()
+    return np.float32(len(raw) / len(gzip.compress(raw, compresslevel=9, mtime=0)))
+
+
+def compression_ratio(tokens_NxL: Array) -> Array:
+    """Raw bytes over gzip-compressed bytes of the token stream (one byte a token when
+    V <= 256); higher means more repetitive. Runs on the host (``pure_callback``)."""
+    return jax.pure_callback(_gzip_ratio, jax.ShapeDtypeStruct((), jnp.float32), tokens_NxL,
+                             vmap_method="sequential")

@@ -1,0 +1,124 @@
+"""Metric functions: hand-computed cases and property-based bounds and invariances."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from sim.metrics.distributions import empirical, entropy, kl, rank_frequency, tail_mass
+from sim.metrics.sequences import (compression_ratio, distinct_n, ngram_entropy,
+                                   self_bleu, support_coverage)
+from sim.metrics.vendi import bag_of_ngrams, vendi_score
+
+V = 6
+# one shape, so that each jitted metric compiles once across examples
+token_samples = arrays(np.int32, (5, 8), elements=st.integers(0, V - 1))
+jit_entropy = jax.jit(ngram_entropy, static_argnums=1)
+jit_distinct = jax.jit(distinct_n, static_argnums=1)
+jit_self_bleu = jax.jit(self_bleu)
+probabilities = arrays(np.float64, st.integers(2, 8), elements=st.floats(0.0, 1.0)).filter(
+    lambda p: p.sum() > 1e-3).map(lambda p: p / p.sum())
+SETTINGS = settings(max_examples=25, deadline=None)
+
+
+def test_hand_computed_ngram_statistics():
+    tokens = jnp.array([[0, 0, 1, 1]])
+    np.testing.assert_allclose(ngram_entropy(tokens, 1), np.log(2), rtol=1e-6)
+    np.testing.assert_allclose(ngram_entropy(tokens, 2), np.log(3), rtol=1e-6)
+    assert float(distinct_n(jnp.array([[0, 0, 0, 0]]), 1)) == 0.25
+    assert float(distinct_n(jnp.array([[0, 0, 0, 0]]), 2)) == pytest.approx(1 / 3)
+    # n-grams never cross sequences: [0 1] [1 0] has bigrams (0,1), (1,0) only
+    assert float(distinct_n(jnp.array([[0, 1], [1, 0]]), 2)) == 1.0
+    np.testing.assert_allclose(ngram_entropy(jnp.array([[0, 1], [1, 0]]), 2), np.log(2))
+
+
+@SETTINGS
+@given(token_samples)
+def test_ngram_measures_are_bounded_and_order_free(tokens):
+    perm = np.random.default_rng(0).permutation(tokens.shape[0])
+    for n in (1, 2, 3):
+        h = float(jit_entropy(tokens, n))
+        assert -1e-6 <= h <= min(n * np.log(V), np.log(tokens.size)) + 1e-5
+        d = float(jit_distinct(tokens, n))
+        assert 0 < d <= 1
+        np.testing.assert_allclose(jit_entropy(tokens[perm], n), h, rtol=1e-5, atol=1e-6)
+        assert float(jit_distinct(tokens[perm], n)) == d
+
+
+def test_self_bleu_hand_cases():
+    same = jnp.array([[1, 2, 3, 4, 5]] * 3)
+    np.testing.assert_allclose(self_bleu(same), 1.0, rtol=1e-6)
+    disjoint = jnp.array([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
+    # every precision is smoothed to 0.1 matches over 5, 4, 3, 2 n-grams
+    expected = np.exp(np.mean(np.log(0.1 / np.array([5, 4, 3, 2]))))
+    np.testing.assert_allclose(self_bleu(disjoint), expected, rtol=1e-5)
+    # clipping: hypothesis [7 7 7 7] against [7 x x x]: unigram precision 1/4
+    clipped = jnp.array([[7, 7, 7, 7], [7, 1, 2, 3]])
+    p1 = np.array([1 / 4, 0.1 / 3, 0.1 / 2, 0.1 / 1])  # first sequence as hypothesis
+    p2 = np.array([1 / 4, 0.1 / 3, 0.1 / 2, 0.1 / 1])  # second: only its 7 matches
+    expected = (np.exp(np.mean(np.log(p1))) + np.exp(np.mean(np.log(p2)))) / 2
+    np.testing.assert_allclose(self_bleu(clipped), expected, rtol=1e-5)
+
+
+@SETTINGS
+@given(token_samples)
+def test_self_bleu_is_a_bounded_order_free_mean(tokens):
+    value = float(jit_self_bleu(tokens))
+    assert 0 < value <= 1 + 1e-6
+    np.testing.assert_allclose(jit_self_bleu(tokens[::-1]), value, rtol=1e-5)
+
+
+@SETTINGS
+@given(probabilities, probabilities)
+def test_entropy_and_kl_bounds(p, q):
+    p32 = jnp.asarray(p, jnp.float32)
+    assert -1e-6 <= float(entropy(p32)) <= np.log(p.size) + 1e-5
+    assert float(kl(p32, p32)) == pytest.approx(0.0, abs=1e-6)
+    if q.size == p.size:
+        assert float(kl(p32, jnp.asarray(q, jnp.float32))) >= -1e-6
+
+
+def test_distribution_helpers_by_hand():
+    p = jnp.array([0.1, 0.2, 0.3, 0.4])
+    order = jnp.array([3, 2, 1, 0])  # reference: outcome 3 most frequent
+    np.testing.assert_allclose(tail_mass(p, order, 2), 0.3, rtol=1e-6)
+    np.testing.assert_allclose(rank_frequency(p, order), [0.4, 0.3, 0.2, 0.1])
+    np.testing.assert_allclose(empirical(jnp.array([[0, 1], [1, 1]]), 3), [0.25, 0.75, 0])
+    assert float(kl(jnp.array([0.5, 0.5]), jnp.array([1.0, 0.0]))) == np.inf
+    support = jnp.array([True, True, True, False])
+    assert float(support_coverage(jnp.array([[0, 0, 3]]), support)) == pytest.approx(1 / 3)
+
+
+def test_vendi_extremes_and_orders():
+    assert float(vendi_score(jnp.ones((5, 3)))) == pytest.approx(1.0, rel=1e-5)
+    assert float(vendi_score(jnp.eye(4))) == pytest.approx(4.0, rel=1e-5)
+    x = jax.random.normal(jax.random.key(0), (12, 5))
+    vs1, vs2, vsinf = (float(vendi_score(x, q)) for q in (1.0, 2.0, jnp.inf))
+    assert vsinf <= vs2 <= vs1  # Renyi entropy falls with its order
+
+
+@SETTINGS
+@given(arrays(np.float64, (6, 4), elements=st.floats(-3, 3)))
+def test_vendi_is_bounded_and_order_free(x):
+    x = x + 1e-3  # no all-zero rows
+    vendi = jax.jit(vendi_score)
+    value = float(vendi(jnp.asarray(x, jnp.float32)))
+    assert 1 - 1e-3 <= value <= x.shape[0] + 1e-3
+    np.testing.assert_allclose(vendi(jnp.asarray(x[::-1], jnp.float32)), value, rtol=1e-3)
+
+
+def test_bag_of_ngrams_counts():
+    feats = bag_of_ngrams(jnp.array([[0, 2, 2]]), vocab=3)
+    np.testing.assert_allclose(feats, [[1, 0, 2]])
+    assert bag_of_ngrams(jnp.array([[0, 2, 2]]), vocab=3, n=2).sum() == 2
+
+
+def test_compression_ratio_separates_repetitive_from_random_and_vmaps():
+    rng = np.random.default_rng(0)
+    batch = jnp.asarray(np.stack([np.zeros((8, 64)), rng.integers(0, 256, (8, 64))]),
+                        jnp.int32)
+    repetitive, random = np.asarray(jax.jit(jax.vmap(compression_ratio))(batch))
+    assert repetitive > 10 and random < 1.2
