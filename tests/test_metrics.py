@@ -122,3 +122,37 @@ def test_compression_ratio_separates_repetitive_from_random_and_vmaps():
                         jnp.int32)
     repetitive, random = np.asarray(jax.jit(jax.vmap(compression_ratio))(batch))
     assert repetitive > 10 and random < 1.2
+
+
+def test_classification_metrics_by_hand():
+    from sim.metrics.classification import (accuracy, agreement, demographic_parity_gap,
+                                            ece, equalized_odds_gap, group_accuracy_gap)
+    probs = jnp.array([[0.95, 0.05], [0.65, 0.35], [0.25, 0.75], [0.15, 0.85]])
+    labels = jnp.array([0, 1, 1, 1])
+    group = jnp.array([True, True, False, False])
+    assert float(accuracy(probs, labels)) == 0.75
+    assert float(agreement(probs, probs[::-1])) == 0.0
+    # bins of width 0.1, one example each: |1 - 0.95| + |0 - 0.65| + |1 - 0.75| + |1 - 0.85|
+    np.testing.assert_allclose(ece(probs, labels, bins=10), 1.1 / 4, rtol=1e-5)
+    # one bin: |mean accuracy - mean confidence| = |0.75 - 0.8|
+    np.testing.assert_allclose(ece(probs, labels, bins=1), 0.05, rtol=1e-4)
+    assert float(group_accuracy_gap(probs, labels, group)) == 0.5  # 1/2 vs 2/2
+    assert float(demographic_parity_gap(probs, group)) == 1.0  # group predicts 0, rest 1
+    # class 1: TPR in group 0/1, rest 2/2 -> gap 1
+    assert float(equalized_odds_gap(probs, labels, group)) == 1.0
+    perfect = jax.nn.one_hot(labels, 2)
+    assert float(ece(perfect, labels)) == 0.0
+    assert float(group_accuracy_gap(perfect, labels, group)) == 0.0
+    assert float(equalized_odds_gap(perfect, labels, group)) == 0.0
+
+
+@SETTINGS
+@given(arrays(np.float64, (8, 3), elements=st.floats(0.01, 1.0)),
+       arrays(np.int32, 8, elements=st.integers(0, 2)))
+def test_ece_and_gaps_are_bounded(raw, labels):
+    from sim.metrics.classification import demographic_parity_gap, ece, equalized_odds_gap
+    probs = jnp.asarray(raw / raw.sum(1, keepdims=True), jnp.float32)
+    group = jnp.arange(8) % 2 == 0
+    for value in (ece(probs, labels), demographic_parity_gap(probs, group),
+                  equalized_odds_gap(probs, labels, group)):
+        assert -1e-6 <= float(value) <= 1 + 1e-6
