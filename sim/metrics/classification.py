@@ -2,7 +2,9 @@
 
 Shapes: N examples, C classes; ``group_N`` is a boolean membership of a protected group.
 Multi-class fairness gaps are the largest gap over classes (one-vs-rest), so that they
-reduce to the usual binary definitions when C = 2 up to the choice of positive class.
+reduce to the usual binary definitions when C = 2 up to the choice of positive class. A
+class whose rate is undefined in one of the two groups (no members) is left out of the
+maximum; a gap is NaN only when no class defines it.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ def ece(probs_NxC: Array, labels_N: Array, bins: int = 15) -> Array:
 
 
 def _rate(hit_N: Array, member_N: Array) -> Array:
-    """Mean of hit over members (0 when there are none)."""
-    return jnp.sum(hit_N & member_N) / jnp.maximum(jnp.sum(member_N), 1)
+    """Mean of hit over members (NaN when there are none: the rate is undefined)."""
+    members = jnp.sum(member_N)
+    return jnp.where(members > 0, jnp.sum(hit_N & member_N) / jnp.maximum(members, 1), jnp.nan)
 
 
 def group_accuracy_gap(probs_NxC: Array, labels_N: Array, group_N: Array) -> Array:
@@ -50,7 +53,7 @@ def demographic_parity_gap(probs_NxC: Array, group_N: Array) -> Array:
     classes = jnp.arange(probs_NxC.shape[-1])
     gaps_C = jax.vmap(lambda c: jnp.abs(_rate(pred_N == c, group_N)
                                         - _rate(pred_N == c, ~group_N)))(classes)
-    return jnp.max(gaps_C)
+    return jnp.nanmax(gaps_C)
 
 
 def equalized_odds_gap(probs_NxC: Array, labels_N: Array, group_N: Array) -> Array:
@@ -62,6 +65,6 @@ def equalized_odds_gap(probs_NxC: Array, labels_N: Array, group_N: Array) -> Arr
         pos_N, hit_N = labels_N == c, pred_N == c
         tpr = jnp.abs(_rate(hit_N, pos_N & group_N) - _rate(hit_N, pos_N & ~group_N))
         fpr = jnp.abs(_rate(hit_N, ~pos_N & group_N) - _rate(hit_N, ~pos_N & ~group_N))
-        return jnp.maximum(tpr, fpr)
+        return jnp.fmax(tpr, fpr)  # the defined one where the other is NaN
 
-    return jnp.max(jax.vmap(gap)(jnp.arange(probs_NxC.shape[-1])))
+    return jnp.nanmax(jax.vmap(gap)(jnp.arange(probs_NxC.shape[-1])))
