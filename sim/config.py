@@ -51,13 +51,13 @@ def schema(cls: type) -> DictConfig:
 
 
 def register_configs() -> None:
-    """Register the schemas that conf/*.yaml extend (``<name>_schema`` in each group)."""
+    """Register the schemas that conf/*.yaml extend (``/schema/<group>/<name>@_here_``)."""
     store = ConfigStore.instance()
-    store.store(name="config_schema", node=schema(Config))
-    store.store(group="mix", name="mix_schema", node=schema(MixConfig))
-    store.store(group="distill", name="distill_schema", node=schema(DistillConfig))
+    store.store(group="schema", name="config", node=schema(Config))
+    store.store(group="schema/mix", name="mix", node=schema(MixConfig))
+    store.store(group="schema/distill", name="distill", node=schema(DistillConfig))
     for name, entry in WORLDS.items():
-        store.store(group="world", name=f"{name}_schema", node=schema(entry.config))
+        store.store(group="schema/world", name=name, node=schema(entry.config))
 
 
 def to_config(cfg: DictConfig) -> Config:

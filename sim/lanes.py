@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -84,6 +85,8 @@ def run_lanes(chain: Chain, keys_S: Array, dyn_S: dict[str, Array], generations:
         return _over_lanes(lambda a: chain.step(a[0], generation, a[1], a[2]),
                            strategy, cfg.batch_size, lanes)((state_S, keys_S, dyn_S))
 
+    # A student whose shapes differ from the generation-0 teacher cannot reuse its buffers.
+    warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
     state_S, metrics = start(keys_S, dyn_S)
     history = [jax.device_get(metrics)]
     for g in tqdm(range(1, generations + 1), desc="generations", unit="gen",

@@ -22,7 +22,7 @@ import optax
 Array = jax.Array
 Params = Any
 Data = Any  # pytree of arrays sharing a leading pool axis N
-LossFn = Callable[[Params, Data], Array]  # (params, minibatch) -> scalar loss
+LossFn = Callable[..., Array]  # (params, minibatch[, key]) -> scalar loss
 
 
 def warmup_cosine_schedule(peak: float | Array, warmup_steps: int, total_steps: int,
@@ -82,10 +82,13 @@ def draw_indices(key: Array, weights_N: Array, batch_size: int) -> Array:
 
 def train(key: Array, params: Params, loss_fn: LossFn, data: Data, weights_N: Array,
           steps: int, batch_size: int, optimizer: optax.GradientTransformation | None = None,
-          ) -> tuple[Params, Array]:
+          loss_takes_key: bool = False) -> tuple[Params, Array]:
     """Run ``steps`` optimiser steps of ``loss_fn(params, minibatch)``.
 
-    Step s draws its minibatch with key ``fold_in(key, s)``. Returns the final params and
+    Step s draws its minibatch with key ``fold_in(key, s)``. With ``loss_takes_key`` the
+    loss is called as ``loss_fn(params, minibatch, key)`` with a per-step key of its own
+    (for losses that sample, e.g. on-policy distillation): ``fold_in(key, s)`` is split
+    into the minibatch key and the loss key. Returns the final params and
     the per-step minibatch losses ``losses_S`` (before each step's update). With all
     weights 0 nothing is updated and the losses are NaN. ``optimizer`` defaults to
     ``make_optimizer()`` (AdamW, lr 1e-3).
@@ -97,9 +100,14 @@ def train(key: Array, params: Params, loss_fn: LossFn, data: Data, weights_N: Ar
 
     def step(carry: tuple[Params, Any], s: Array) -> tuple[tuple[Params, Any], Array]:
         params, opt_state = carry
-        idx_B = draw_indices(jax.random.fold_in(key, s), weights_N, batch_size)
+        batch_key = jax.random.fold_in(key, s)
+        extra = ()
+        if loss_takes_key:
+            batch_key, loss_key = jax.random.split(batch_key)
+            extra = (loss_key,)
+        idx_B = draw_indices(batch_key, weights_N, batch_size)
         batch = jax.tree_util.tree_map(lambda x: jnp.take(x, idx_B, axis=0), data)
-        loss, grads = value_and_grad(params, batch)
+        loss, grads = value_and_grad(params, batch, *extra)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         new_carry = jax.tree_util.tree_map(lambda new, old: jnp.where(has_data, new, old),

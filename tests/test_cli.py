@@ -36,8 +36,8 @@ def test_run_writes_a_dataset_and_prints_a_summary(tmp_path):
 
 
 def test_multirun_datasets_combine_along_the_swept_keys(tmp_path):
-    out = sim(tmp_path, "-m", "mix=replace,accumulate", "world.n_samples=8,16",
-              "generations=2", "seeds=3", "progress=false")
+    out = sim(tmp_path, "-m", "world=gaussian", "mix=replace,accumulate",
+              "world.n_samples=8,16", "generations=2", "seeds=3", "progress=false")
     assert out.returncode == 0, out.stderr
     paths = results(tmp_path)
     assert len(paths) == 4
@@ -50,9 +50,9 @@ def test_multirun_datasets_combine_along_the_swept_keys(tmp_path):
     (["seeds=0"], "error: seeds=0 is not allowed: an integer >= 1"),
     (["generations=-2"], "error: generations=-2"),
     (["mix=fresh", "mix.real_fraction=1.5"], "error: mix.real_fraction=1.5"),
-    (["world.n_samples=2"], "error: world.n_samples=2"),
+    (["world=gaussian", "world.n_samples=2"], "error: world.n_samples=2"),
     (["world=nope"], "Could not find 'world/nope'"),
-    (["world.dimm=3"], "Key 'dimm' not in 'GaussianConfig'"),
+    (["world=gaussian", "world.dimm=3"], "Key 'dimm' not in 'GaussianConfig'"),
     (["seeds=many"], "could not be converted to Integer"),
     (["mix.policy=sometimes"], "Invalid value 'sometimes'"),
 ])

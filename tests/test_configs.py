@@ -22,20 +22,33 @@ def _compose(overrides: list[str]):
         return to_config(compose("config", overrides=overrides))
 
 
-@pytest.mark.parametrize("world", WORLDS)
-@pytest.mark.parametrize("mix", MIXES)
-def test_world_and_mix_compose_and_run(world, mix):
-    cfg = _compose([f"world={world}", f"mix={mix}", *TINY])
-    ds = experiment.run(experiment.build(cfg))
-    assert ds.sizes == {"generation": 2, "seed": 2}
-    assert all(ds[v].notnull().all() for v in ds.data_vars)
+# every mix in a fast world, every world with a static pool (replace), and a growing pool in
+# one world of each model family (text shares markov_lm's code in sim/worlds/lm.py)
+CASES = sorted({("gaussian", mix) for mix in MIXES} | {(world, "replace") for world in WORLDS}
+               | {(world, "accumulate") for world in ("gmm", "linreg", "digits", "markov_lm")})
+TRAINED = ["train.steps=3", "train.batch_size=4", "world.n_samples=32"]  # train: neural only
+
+
+@pytest.mark.parametrize("world,mix", CASES)
+def test_world_and_mix_compose_and_run(world, mix, tmp_path):
+    overrides = [f"world={world}", f"mix={mix}", *TINY]
+    if world in ("digits", "markov_lm", "text"):
+        overrides += TRAINED
+    if world == "text":
+        corpus = tmp_path / "corpus.txt"
+        corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+        overrides.append(f"world.path={corpus}")
+    ds = experiment.run(experiment.build(_compose(overrides)))
+    assert ds.sizes["generation"] == 2 and ds.sizes["seed"] == 2
+    # metrics comparing with the teacher are NaN at generation 0 by design
+    assert all(ds[v].isel(generation=-1).notnull().all() for v in ds.data_vars)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_configs_compose_and_run(name):
     text = (CONF / "experiment" / f"{name}.yaml").read_text()
     assert text.startswith("# @package _global_\n#") and "Expected:" in text
-    cfg = _compose([f"experiment={name}", *TINY])
+    cfg = _compose([f"experiment={name}", *TINY, *TRAINED])
     experiment.run(experiment.build(cfg))
 
 

@@ -12,6 +12,8 @@ from sim.worlds.digits import DigitsConfig, DigitsWorld
 from sim.worlds.gaussian import GaussianConfig, GaussianWorld
 from sim.worlds.gmm import GmmConfig, GmmWorld
 from sim.worlds.linreg import LinregConfig, LinregWorld
+from sim.worlds.markov_lm import MarkovLMConfig, MarkovLMWorld
+from sim.worlds.text import TextConfig, TextWorld
 
 
 class WorldEntry(NamedTuple):
@@ -25,6 +27,8 @@ WORLDS: dict[str, WorldEntry] = {
     "gaussian": WorldEntry(GaussianConfig, GaussianWorld, closed_form=True),
     "gmm": WorldEntry(GmmConfig, GmmWorld, closed_form=True),
     "linreg": WorldEntry(LinregConfig, LinregWorld, closed_form=True),
+    "markov_lm": WorldEntry(MarkovLMConfig, MarkovLMWorld, closed_form=False),
+    "text": WorldEntry(TextConfig, TextWorld, closed_form=False),
 }
 
 

@@ -3,16 +3,19 @@
 Real data are the 1797 8x8 images of ``sklearn.datasets.load_digits`` (bundled, no
 download), pixels scaled to [0, 1], split once into train and test inputs by
 ``world.split_seed``. Generation 0 (the first teacher) is an MLP trained with cross-entropy
-on the true labels of ``n_samples`` training inputs. Generation g >= 1 is a student (of
-``student.hidden`` size, or the teacher's) trained on the same kind of inputs labelled by
-generation g - 1: ``generate`` samples one label per input from the teacher at the traced
+on the true labels of ``n_samples`` training inputs (all of them by default, else a uniform
+subset drawn afresh for every call). Generation g >= 1 is a student (of ``student.hidden``
+size, or the teacher's) trained on ``n_samples`` training inputs labelled by generation
+g - 1: ``generate`` samples one label per input from the teacher at the traced
 sampling settings (temperature 0 = its argmax), and objectives other than ``hard`` also
 query the teacher's logits (and, for ``feature``, its last hidden layer) on every minibatch.
 
 The student only ever sees the real training inputs, never inputs of its own, so the
 ``on_policy`` objective has nothing to act on and is rejected.
 
-Data is ``{"x": float32 [N, 64], "y": int32 [N]}``; the model is a plain MLP params pytree.
+Data is ``{"row": int32 [N], "y": int32 [N]}``: the index of a training input and its label.
+Every lane shares the inputs, so accumulated pools hold indices, not pixels. The model is a
+plain MLP params pytree.
 The ``feature`` objective's learned projection (student hidden -> teacher hidden) is
 trained with the student and then dropped: it only maps onto this generation's teacher.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,8 +35,8 @@ from sim.distill import (DistillConfig, Missing, Objective, SamplingConfig, Stud
                          TrainConfig)
 from sim.errors import require
 from sim.models import mlp
-from sim.objectives import OBJECTIVES, LossHParams, Student, Teacher, init_projection, kl
-from sim.objectives import teacher_topk
+from sim.objectives import (OBJECTIVES, LossHParams, Student, Teacher, init_projection, kl,
+                            teacher_topk)
 from sim.train import make_optimizer, train
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
 
@@ -104,10 +108,12 @@ class DigitsWorld:
             "steps x batch x (3 x student forward [+ projection] + teacher forward when the "
             "objective queries the teacher's logits); 2 FLOPs per multiply-add"),
     }
-    # lax.map over batches of lanes vs one wide vmap, 16 lanes x 1 generation (teacher
-    # 64-64-10 + student, 300 steps x 32, soft KD, 2 CPU cores, steady state after
-    # compilation): vmap 0.52 s, map (batch 4) 0.60 s, map (batch 1) 0.63 s; with 64
-    # lanes vmap 1.6 s vs map (batch 8) 2.0 s. The MLP is tiny, so one wide vmap wins.
+    # One wide vmap vs lax.map over batches of lanes, on 2 CPU cores (steady state after
+    # compiling; teacher 64 hidden, 300 steps x 32, soft KD; best of 3): generation 0 /
+    # generation 1 seconds for 64 lanes with a 16-unit student: vmap 0.46 / 0.73, map with
+    # batches of 1, 4, 8: 0.61 / 0.92, 0.44 / 1.02, 0.46 / 0.96; for 256 lanes (student as
+    # the teacher): vmap 1.89 / 3.06, map 2.71 / 4.80, 1.71 / 4.55, 1.55 / 3.83; 16 lanes
+    # tie (0.09 / 0.17). The MLP is tiny, so one wide vmap wins where it matters.
     batch_lanes_on_cpu = False
     headline = ("accuracy", "agreement", "kl_teacher_student")
 
@@ -155,15 +161,15 @@ class DigitsWorld:
 
     def sample_real(self, key: Array, n: int) -> dict[str, Array]:
         idx = self._inputs(key, n)
-        return {"x": self.x_train[idx], "y": self.y_train[idx]}
+        return {"row": idx, "y": self.y_train[idx]}
 
     def generate(self, key: Array, params: Params, n: int, dyn: Dyn) -> dict[str, Array]:
         k_inputs, k_labels = jax.random.split(key)
-        x = self.x_train[self._inputs(k_inputs, n)]
-        logits, _ = self._apply(params, x)
+        idx = self._inputs(k_inputs, n)
+        logits, _ = self._apply(params, self.x_train[idx])
         y = decoding.sample(k_labels, logits, dyn["sampling.temperature"],
                             self.sampling.top_k, dyn["sampling.top_p"], dyn["sampling.min_p"])
-        return {"x": x, "y": y}
+        return {"row": idx, "y": y}
 
     # ---------------------------------------------------------------- model
 
@@ -183,7 +189,7 @@ class DigitsWorld:
         t = self.train_cfg
         if teacher is None:  # generation 0: cross-entropy on the true labels
             def loss_fn(p: Params, batch: dict[str, Array]) -> Array:
-                logits, _ = mlp.apply(p, batch["x"], self.teacher_mlp)
+                logits, _ = mlp.apply(p, self.x_train[batch["row"]], self.teacher_mlp)
                 return OBJECTIVES["hard"](Student(logits), Teacher(labels=batch["y"]),
                                           LossHParams())
             params = mlp.init(k_init, self.teacher_mlp)
@@ -201,10 +207,11 @@ class DigitsWorld:
         teacher_cfg = mlp_config_of(teacher, cfg.activation)
 
         def loss_fn(p: dict[str, Params], batch: dict[str, Array]) -> Array:
-            logits, hidden = mlp.apply(p["mlp"], batch["x"], cfg)
+            x = self.x_train[batch["row"]]
+            logits, hidden = mlp.apply(p["mlp"], x, cfg)
             t_logits = t_hidden = topk_lp = topk_idx = None
             if objective in QUERIES_TEACHER:
-                t_logits, t_hidden = mlp.apply(teacher, batch["x"], teacher_cfg)
+                t_logits, t_hidden = mlp.apply(teacher, x, teacher_cfg)
                 t_logits, t_hidden = jax.lax.stop_gradient((t_logits, t_hidden))
             if objective is Objective.topk:
                 topk_lp, topk_idx = teacher_topk(t_logits, self.distill.top_k)

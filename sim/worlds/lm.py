@@ -1,0 +1,334 @@
+"""What the language-model worlds (``markov_lm``, ``text``) share.
+
+Data are int32 token sequences ``tokens_NxL`` over V real tokens. The model is a causal
+transformer (``sim.models.transformer``) with context L and one extra vocabulary entry,
+BOS = V, that is only ever an input: position t reads ``[BOS, x_0, ..., x_{t-1}]`` and
+predicts x_t. The output column of BOS is sliced off everywhere (training, sampling,
+metrics), so every next-token distribution is over the V real tokens.
+
+Each generation trains a fresh transformer (initialised from the fit key) for
+``train.steps`` AdamW steps of ``train.batch_size`` sequences drawn from the pool's
+weighted rows (``sim.train``; learning rate and weight decay are traced per lane, linear
+warmup over ``train.warmup_steps``, then constant or, with ``train.cosine``, a cosine decay
+to 0; gradients clipped to global norm 1):
+
+* generation 0 (no teacher): the world's architecture, cross-entropy on real sequences;
+* generation g >= 1: the student architecture (``student.width/layers/heads`` override the
+  world's when non-zero) trained with ``distill.objective`` on the pool, whose synthetic
+  rows are the teacher's sampled text. ``hard`` sees only that text; the other objectives
+  also run the teacher on every training minibatch for its logits (``topk``: only its
+  ``distill.top_k`` largest log-probabilities, the rest per ``distill.missing``;
+  ``feature``: also its final hidden states, matched through a learned linear projection
+  student width -> teacher width that trains jointly and is discarded afterwards).
+  ``on_policy`` (GKD, Agarwal et al. 2024): at each step, with probability
+  ``distill.on_policy_fraction`` the minibatch is replaced by sequences the current student
+  samples (temperature 1, stop-gradient, KV cache); on either kind of batch the loss is the
+  continuous JSD(``distill.beta``) between teacher and student next-token distributions.
+
+Generation samples ``n`` sequences from BOS with the KV cache at the traced
+``sampling.temperature/top_p/min_p`` and the static ``sampling.top_k``.
+
+A fitted model is an ``LMParams``: the transformer weights, the architecture as static
+pytree metadata (so a teacher of another size is recognised when the student trains, and
+a smaller student simply retraces the compiled generation step once), and the training
+FLOPs it cost. FLOPs use ``flops_per_token`` (forward: 2 x matmul weights + attention over
+the full context): per trained token ``3 x forward`` of the student, plus one teacher
+forward for objectives that query the teacher, plus the ``feature`` projection (3 x 2 x
+Ds x Dt), plus, for ``on_policy``, ``on_policy_fraction`` x a student forward per token
+for the sampled batches (its expected value; under ``vmap`` both branches are computed).
+The teacher's generation of the pool is not counted.
+
+Metrics are computed on a fixed set of held-out real sequences (``eval_sequences`` of
+them): one forward pass of the model (and of the teacher, for ``agreement``), cheap next
+to training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from sim import objectives, sampling
+from sim.distill import (DistillConfig, Missing, Objective, SamplingConfig, StudentConfig,
+                         TrainConfig)
+from sim.errors import require
+from sim.models import transformer as tf
+from sim.train import make_optimizer, train
+from sim.worlds.base import Array, Dyn, MetricInfo, WorldConfig
+
+Weights = Any  # the transformer's parameter pytree
+
+
+@dataclass(frozen=True)
+class LMConfig(WorldConfig):
+    """Fields both LM worlds have (architecture of the generation-0 model, data sizes)."""
+
+    n_samples: int = 512  # sequences per generation (real sequences at generation 0)
+    seq_len: int = 32  # L: tokens per sequence (the transformer's context)
+    width: int = 64  # D
+    layers: int = 2
+    heads: int = 4
+    mlp_ratio: int = 4
+    eval_sequences: int = 64  # held-out real sequences the metrics are computed on
+
+
+@flax.struct.dataclass
+class LMParams:
+    """One trained LM: weights, its training cost, and (static) its architecture."""
+
+    weights: Weights
+    train_flops: Array  # float32 scalar
+    cfg: tf.TransformerConfig = flax.struct.field(pytree_node=False)
+
+
+BASE_METRICS: dict[str, MetricInfo] = {
+    "nll_real": MetricInfo(
+        "negative log-likelihood of held-out real text", "nats/token",
+        "mean over the held-out real sequences' positions of -log q(x_t | x_<t)"),
+    "perplexity_real": MetricInfo(
+        "perplexity of held-out real text", "", "exp(nll_real)"),
+}
+COMMON_METRICS: dict[str, MetricInfo] = {
+    "agreement": MetricInfo(
+        "top-1 agreement with the teacher", "",
+        "share of held-out real positions where the model's and its teacher's most likely "
+        "next tokens coincide (NaN at generation 0, which has no teacher)"),
+    "entropy": MetricInfo(
+        "entropy of the next-token distributions", "nats",
+        "mean over held-out real positions of the entropy of q(. | x_<t)"),
+    "params": MetricInfo(
+        "parameter count", "",
+        "scalars in the transformer's weights (the unused BOS output column included)"),
+    "train_flops": MetricInfo(
+        "training FLOPs of this generation", "FLOP",
+        "model FLOPs of training (3 x forward per trained token) plus the teacher forward "
+        "passes the objective needs (see sim/worlds/lm.py)"),
+}
+
+
+def lm_metric_info(extra: Mapping[str, MetricInfo]) -> dict[str, MetricInfo]:
+    """The metrics of an LM world, in order: NLL, perplexity, ``extra``, the rest."""
+    return {**BASE_METRICS, **extra, **COMMON_METRICS}
+
+
+def sample_sequences(key: Array, weights: Weights, cfg: tf.TransformerConfig, batch: int,
+                     length: int, vocab: int, temperature: float | Array = 1.0,
+                     top_k: int = 0, top_p: float | Array = 1.0,
+                     min_p: float | Array = 0.0) -> Array:
+    """``batch`` sequences of ``length`` real tokens sampled from BOS (= ``vocab``) with the
+    KV cache; the BOS output column is never sampled. Step t uses ``fold_in(key, t)``.
+
+    When every transform is statically off (the Python defaults, as for on-policy batches)
+    tokens are drawn from the softmax directly, skipping ``sim.sampling``'s sorts."""
+    start_B = jnp.full((batch,), vocab, jnp.int32)
+    plain = all(isinstance(x, (int, float)) for x in (temperature, top_p, min_p)) and (
+        temperature == 1.0 and top_k == 0 and top_p >= 1.0 and min_p <= 0.0)
+
+    def draw(key: Array, logits_BxV: Array) -> Array:
+        if plain:
+            return jax.random.categorical(key, logits_BxV, axis=-1).astype(jnp.int32)
+        return sampling.sample(key, logits_BxV, temperature, top_k, top_p, min_p)
+
+    def step(carry: tuple[tf.Cache, Array], pos: Array) -> tuple[tuple[tf.Cache, Array],
+                                                                 Array]:
+        cache, token_B = carry
+        logits_BxV1, _, cache = tf.decode_step(weights, cache, token_B, pos, cfg)
+        next_B = draw(jax.random.fold_in(key, pos), logits_BxV1[:, :vocab])
+        return (cache, next_B), next_B
+
+    _, tokens_TxB = jax.lax.scan(step, (tf.init_cache(cfg, batch), start_B),
+                                 jnp.arange(length))
+    return tokens_TxB.T
+
+
+def check_lm_config(world: str, cfg: LMConfig, vocab: int, distill: DistillConfig,
+                    student: StudentConfig) -> tuple[tf.TransformerConfig,
+                                                     tf.TransformerConfig]:
+    """One-line errors for bad LM settings; returns the teacher and student architectures."""
+    require(cfg.n_samples >= 1, "world.n_samples", cfg.n_samples, "an integer >= 1")
+    require(cfg.seq_len >= 1, "world.seq_len", cfg.seq_len, "an integer >= 1")
+    for name in ("width", "layers", "heads", "mlp_ratio", "eval_sequences"):
+        value = getattr(cfg, name)
+        require(value >= 1, f"world.{name}", value, "an integer >= 1")
+    require(cfg.width % cfg.heads == 0, "world.heads", cfg.heads,
+            f"a divisor of world.width={cfg.width}")
+    hidden = list(student.hidden)
+    require(not hidden, "student.hidden", hidden,
+            f"empty in the LM world {world!r} (size its student with student.width, "
+            "student.layers and student.heads)")
+    width = student.width or cfg.width
+    heads = student.heads or cfg.heads
+    require(width % heads == 0, "student.heads" if student.heads else "student.width",
+            student.heads or student.width,
+            f"a student width ({width}) divisible by the student's heads ({heads})")
+    if distill.objective is Objective.topk:
+        require(distill.top_k <= vocab, "distill.top_k", distill.top_k,
+                f"an integer in [1, {vocab}] (the vocabulary size of world {world!r})")
+    teacher = tf.TransformerConfig(vocab + 1, cfg.seq_len, cfg.layers, cfg.width, cfg.heads,
+                                   cfg.mlp_ratio)
+    student_arch = tf.TransformerConfig(vocab + 1, cfg.seq_len, student.layers or cfg.layers,
+                                        width, heads, cfg.mlp_ratio)
+    return teacher, student_arch
+
+
+class LMWorld:
+    """The protocol for a transformer LM over V tokens; a subclass calls ``__init__`` (which
+    validates the shared settings), then supplies the held-out sequences ``eval_ExL``, the
+    real data (``sample_real``) and any truth-based metrics (``truth_metrics``)."""
+
+    min_rows = 1
+    # lax.map over batches of lanes beats one wide vmap on CPU (benchmarks/lm_throughput.py,
+    # default markov_lm fit, 2 CPU cores, tokens/s): 4 lanes: vmap 112.8k, map/1 119.0k;
+    # 16 lanes: vmap 99.9k, map/4 114.6k, map/8 100.0k; 32 lanes: vmap 96.9k, map/4 114.0k,
+    # map/16 104.1k. Whole default chains (G=10, 4 seeds): vmap 56.4 s, map/1 57.3 s.
+    batch_lanes_on_cpu = True
+    metric_info: Mapping[str, MetricInfo] = lm_metric_info({})
+    headline: tuple[str, ...] = ("nll_real", "entropy", "agreement")
+    eval_ExL: Array  # held-out real sequences E x L, int32 (set by the subclass)
+
+    def __init__(self, name: str, cfg: LMConfig, vocab: int, distill: DistillConfig,
+                 sampling_cfg: SamplingConfig, train_cfg: TrainConfig, student: StudentConfig):
+        self.teacher_arch, self.student_arch = check_lm_config(name, cfg, vocab, distill,
+                                                               student)
+        self.cfg = cfg
+        self.vocab = vocab
+        self.seq_len = cfg.seq_len
+        self.n_samples = cfg.n_samples
+        self.distill = distill
+        self.sampling = sampling_cfg
+        self.train_cfg = train_cfg
+
+    # ------------------------------------------------------------------ model
+
+    def forward(self, weights: Weights, cfg: tf.TransformerConfig, tokens_BxL: Array
+                ) -> tuple[Array, Array]:
+        """Next-token logits over the V real tokens at every position, and hidden states:
+        position t has read BOS and tokens[:, :t]."""
+        bos_Bx1 = jnp.full(tokens_BxL.shape[:-1] + (1,), self.vocab, jnp.int32)
+        inputs_BxL = jnp.concatenate([bos_Bx1, tokens_BxL[..., :-1]], axis=-1)
+        logits_BxLxV1, hidden_BxLxD = tf.apply(weights, inputs_BxL, cfg)
+        return logits_BxLxV1[..., :self.vocab], hidden_BxLxD
+
+    def _objective(self, teacher: LMParams | None) -> Objective:
+        return Objective.hard if teacher is None else self.distill.objective
+
+    def loss_fn(self, objective: Objective, arch: tf.TransformerConfig,
+                teacher: LMParams | None, dyn: Dyn) -> Callable[..., Array]:
+        """``loss(trainable, tokens_BxL[, key])`` of one objective; ``trainable`` is
+        ``{"model": weights[, "projection": ...]}``."""
+        hp = objectives.LossHParams(alpha=dyn["distill.alpha"], tau=dyn["distill.tau"],
+                                    beta=dyn["distill.beta"],
+                                    gamma=dyn["distill.feature_weight"])
+        vocab, length = self.vocab, self.seq_len
+        if objective is Objective.topk and self.distill.missing is Missing.uniform:
+            loss_name = "topk_uniform"
+        elif objective is Objective.on_policy:
+            loss_name = "jsd"
+        else:
+            loss_name = objective.value
+        divergence = objectives.OBJECTIVES[loss_name]
+
+        def teacher_view(tokens_BxL: Array) -> objectives.Teacher:
+            logits, hidden = self.forward(teacher.weights, teacher.cfg, tokens_BxL)
+            logits = jax.lax.stop_gradient(logits)
+            if objective is Objective.topk:
+                lp, idx = objectives.teacher_topk(logits, self.distill.top_k)
+                return objectives.Teacher(labels=tokens_BxL, topk_logprobs=lp,
+                                          topk_indices=idx)
+            return objectives.Teacher(
+                labels=tokens_BxL, logits=logits,
+                hidden=jax.lax.stop_gradient(hidden) if objective is Objective.feature
+                else None)
+
+        def loss(trainable: dict, tokens_BxL: Array, key: Array | None = None) -> Array:
+            if objective is Objective.on_policy:
+                k_coin, k_sample = jax.random.split(key)
+                own = jax.lax.stop_gradient(trainable["model"])
+                on = jax.random.uniform(k_coin) < dyn["distill.on_policy_fraction"]
+                tokens_BxL = jax.lax.cond(
+                    on, lambda: sample_sequences(k_sample, own, arch, tokens_BxL.shape[0],
+                                                 length, vocab),
+                    lambda: tokens_BxL)
+            logits, hidden = self.forward(trainable["model"], arch, tokens_BxL)
+            if objective is Objective.hard:
+                return objectives.hard(logits, tokens_BxL)
+            student = objectives.Student(logits, hidden, trainable.get("projection"))
+            return divergence(student, teacher_view(tokens_BxL), hp)
+
+        return loss
+
+    def train_flops(self, objective: Objective, arch: tf.TransformerConfig,
+                    teacher: LMParams | None, dyn: Dyn) -> Array:
+        """Training FLOPs of one generation (see the module docstring)."""
+        tokens = self.train_cfg.steps * self.train_cfg.batch_size * self.seq_len
+        per_token = tf.train_flops_per_token(arch)
+        if objective is not Objective.hard:
+            per_token += tf.flops_per_token(teacher.cfg)
+        if objective is Objective.feature:
+            per_token += 3 * 2 * arch.width * teacher.cfg.width
+        flops = jnp.float32(tokens * per_token)
+        if objective is Objective.on_policy:
+            flops = flops + dyn["distill.on_policy_fraction"] * jnp.float32(
+                tokens * tf.flops_per_token(arch))
+        return flops
+
+    def fit_with_losses(self, key: Array, data: Array, weights_N: Array, dyn: Dyn,
+                        teacher: LMParams | None) -> tuple[LMParams, Array]:
+        """``fit``, also returning the per-step minibatch losses."""
+        objective = self._objective(teacher)
+        arch = self.teacher_arch if teacher is None else self.student_arch
+        k_init, k_projection, k_train = jax.random.split(key, 3)
+        trainable = {"model": tf.init(k_init, arch)}
+        if objective is Objective.feature:
+            trainable["projection"] = objectives.init_projection(k_projection, arch.width,
+                                                                 teacher.cfg.width)
+        t = self.train_cfg
+        optimizer = make_optimizer(dyn["train.lr"], dyn["train.weight_decay"],
+                                   t.warmup_steps, t.steps,
+                                   end_fraction=0.0 if t.cosine else 1.0, clip_norm=1.0)
+        trained, losses_S = train(k_train, trainable,
+                                  self.loss_fn(objective, arch, teacher, dyn), data,
+                                  weights_N, t.steps, t.batch_size, optimizer,
+                                  loss_takes_key=objective is Objective.on_policy)
+        return (LMParams(trained["model"], self.train_flops(objective, arch, teacher, dyn),
+                         arch), losses_S)
+
+    # ------------------------------------------------------------------ protocol
+
+    def fit(self, key: Array, data: Array, weights_N: Array, dyn: Dyn,
+            teacher: LMParams | None) -> LMParams:
+        return self.fit_with_losses(key, data, weights_N, dyn, teacher)[0]
+
+    def generate(self, key: Array, params: LMParams, n: int, dyn: Dyn) -> Array:
+        return sample_sequences(key, params.weights, params.cfg, n, self.seq_len, self.vocab,
+                                dyn["sampling.temperature"], self.sampling.top_k,
+                                dyn["sampling.top_p"], dyn["sampling.min_p"])
+
+    def truth_metrics(self, logp_ExLxV: Array) -> dict[str, Array]:
+        """Metrics against a known truth from the model's held-out log-probabilities."""
+        return {}
+
+    def measure(self, key: Array, params: LMParams, teacher: LMParams | None
+                ) -> dict[str, Array]:
+        del key
+        logits_ExLxV, _ = self.forward(params.weights, params.cfg, self.eval_ExL)
+        logp_ExLxV = jax.nn.log_softmax(logits_ExLxV, axis=-1)
+        nll = -jnp.mean(jnp.take_along_axis(logp_ExLxV, self.eval_ExL[..., None], -1))
+        entropy = -jnp.mean(jnp.sum(jnp.exp(logp_ExLxV) * logp_ExLxV, axis=-1))
+        if teacher is None:
+            agreement = jnp.float32(jnp.nan)
+        else:
+            teacher_ExLxV, _ = self.forward(teacher.weights, teacher.cfg, self.eval_ExL)
+            agreement = jnp.mean((jnp.argmax(logits_ExLxV, -1)
+                                  == jnp.argmax(teacher_ExLxV, -1)).astype(jnp.float32))
+        metrics = {"nll_real": nll, "perplexity_real": jnp.exp(nll),
+                   **self.truth_metrics(logp_ExLxV), "agreement": agreement,
+                   "entropy": entropy,
+                   "params": jnp.float32(tf.param_count(params.weights)),
+                   "train_flops": params.train_flops}
+        return {name: metrics[name] for name in self.metric_info}
+

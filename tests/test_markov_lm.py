@@ -1,0 +1,106 @@
+"""The markov_lm world's truth: Zipf stationary law, entropy rate, exact metrics, errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sim.distill import DistillConfig, Objective, SamplingConfig, StudentConfig, TrainConfig
+from sim.errors import ConfigError
+from sim.worlds import make_world
+from sim.worlds.markov_lm import MarkovLMConfig, MarkovLMWorld, zipf
+
+
+def _world(cfg: MarkovLMConfig = MarkovLMConfig(), **kw) -> MarkovLMWorld:
+    return MarkovLMWorld(cfg, kw.get("distill", DistillConfig()), SamplingConfig(),
+                         TrainConfig(), kw.get("student", StudentConfig()))
+
+
+@pytest.mark.parametrize("vocab,exponent,branching,seed", [
+    (32, 1.0, 4, 0), (64, 1.3, 2, 1), (10, 0.0, 10, 2), (5, 2.0, 1, 3)])
+def test_the_stationary_law_is_zipf_and_the_chain_depends_on_the_previous_token(
+        vocab, exponent, branching, seed):
+    w = _world(MarkovLMConfig(vocab_size=vocab, zipf_exponent=exponent, branching=branching,
+                              truth_seed=seed))
+    p = w.p_VxV
+    np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-12)
+    assert np.all(p > 0)  # ergodic: every transition possible
+    ranks = np.arange(1, vocab + 1, dtype=np.float64)
+    target = ranks**-exponent / np.sum(ranks**-exponent)
+    # the stationary law by power iteration, independently of the module's eigen-solver
+    mu = np.full(vocab, 1.0 / vocab)
+    for _ in range(2000):
+        mu = mu @ p
+    np.testing.assert_allclose(mu, target, rtol=1e-9)
+    np.testing.assert_allclose(w.pi_V, target, rtol=1e-12)
+    marginal_entropy = -np.sum(target * np.log(target))
+    assert w.entropy_rate < marginal_entropy - 0.1  # non-trivial dependence
+
+
+def test_entropy_rate_matches_a_direct_computation_and_samples():
+    w = _world()
+    joint = w.pi_V[:, None] * w.p_VxV  # P(x_{t-1} = i, x_t = j)
+    h_pair = -np.sum(joint * np.log(joint))
+    h_marginal = -np.sum(w.pi_V * np.log(w.pi_V))
+    np.testing.assert_allclose(w.entropy_rate, h_pair - h_marginal, rtol=1e-10)
+    # Monte Carlo: -log P of sampled transitions averages to the entropy rate; the
+    # sampled tokens follow pi at every position (stationary from the start).
+    tokens = np.asarray(jax.jit(w.sample_real, static_argnums=1)(jax.random.key(0), 4000))
+    surprisal = -np.log(w.p_VxV[tokens[:, :-1], tokens[:, 1:]])
+    se = surprisal.std() / np.sqrt(surprisal.size)  # transitions are nearly independent
+    assert abs(surprisal.mean() - w.entropy_rate) < 4 * se
+    freq = np.bincount(tokens[:, 0], minlength=32) / len(tokens)
+    assert np.max(np.abs(freq - w.pi_V)) < 0.025
+    freq_all = np.bincount(tokens.ravel(), minlength=32) / tokens.size
+    assert np.max(np.abs(freq_all - w.pi_V)) < 0.01
+
+
+def test_kl_to_truth_is_zero_for_the_true_model_and_exact_for_wrong_ones():
+    w = _world()
+    truth = w.true_logp_ExLxV
+    tokens = np.asarray(w.eval_ExL)
+    assert float(w.truth_metrics(truth)["kl_to_truth"]) == pytest.approx(0.0, abs=1e-6)
+
+    uniform = jnp.full(truth.shape, -np.log(32.0))
+    metrics = w.truth_metrics(uniform)
+    true_p = np.concatenate([np.broadcast_to(w.pi_V, (len(tokens), 1, 32)),
+                             w.p_VxV[tokens[:, :-1]]], axis=1)
+    expected = np.mean(np.log(32.0) + np.sum(true_p * np.log(true_p), -1))
+    assert float(metrics["kl_to_truth"]) == pytest.approx(expected, rel=1e-5)
+    assert expected > 0.5
+    assert float(metrics["tail_mass"]) == pytest.approx(0.5, rel=1e-6)  # 16 of 32 tokens
+
+    marginal = jnp.broadcast_to(jnp.log(jnp.asarray(w.pi_V, jnp.float32)), truth.shape)
+    kl_rows = np.sum(w.p_VxV * np.log(w.p_VxV / w.pi_V), -1)  # KL(P_i || pi)
+    expected = np.sum(kl_rows[tokens[:, :-1]]) / tokens.size  # position 0: KL(pi||pi) = 0
+    assert float(w.truth_metrics(marginal)["kl_to_truth"]) == pytest.approx(expected,
+                                                                            rel=1e-4)
+    assert float(w.truth_metrics(marginal)["tail_mass"]) == pytest.approx(
+        w.true_tail_mass, rel=1e-5)
+    np.testing.assert_allclose(w.true_tail_mass, zipf(32, 1.0)[16:].sum())
+
+
+@pytest.mark.parametrize("world,other,key", [
+    (dict(vocab_size=1), {}, "world.vocab_size"),
+    (dict(zipf_exponent=-1.0), {}, "world.zipf_exponent"),
+    (dict(branching=0), {}, "world.branching"),
+    (dict(branching=40), {}, "world.branching"),
+    (dict(dense_mix=0.0), {}, "world.dense_mix"),
+    (dict(tail_rank=32), {}, "world.tail_rank"),
+    (dict(n_samples=0), {}, "world.n_samples"),
+    (dict(seq_len=0), {}, "world.seq_len"),
+    (dict(heads=3), {}, "world.heads"),
+    (dict(eval_sequences=0), {}, "world.eval_sequences"),
+    ({}, dict(student=StudentConfig(hidden=(8,))), "student.hidden"),
+    ({}, dict(student=StudentConfig(heads=3)), "student.heads"),
+    ({}, dict(student=StudentConfig(width=30)), "student.width"),
+    ({}, dict(distill=DistillConfig(objective=Objective.topk, top_k=33)), "distill.top_k"),
+])
+def test_bad_configs_give_one_line_errors_naming_the_key(world, other, key):
+    with pytest.raises(ConfigError) as error:
+        make_world(MarkovLMConfig(**world), other.get("distill", DistillConfig()),
+                   SamplingConfig(), TrainConfig(), other.get("student", StudentConfig()))
+    message = str(error.value)
+    assert message.startswith(f"{key}=") and "\n" not in message, message

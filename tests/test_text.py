@@ -1,0 +1,97 @@
+"""The text world: a byte-level LM of a file the test writes; clear errors on bad paths."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from sim import experiment
+from sim.config import Config
+from sim.distill import DistillConfig, SamplingConfig, StudentConfig, TrainConfig
+from sim.errors import ConfigError
+from sim.worlds import make_world
+from sim.worlds.text import TextConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTENCE = "The quick brown fox jumps over the lazy dog; naïve café — 12 345.\n"
+
+
+def _text(tmp_path: Path, text: str = SENTENCE * 60, name: str = "corpus.txt") -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def _cfg(path: str, **kw) -> TextConfig:
+    return TextConfig(path=path, **{**dict(n_samples=64, seq_len=16, width=16, layers=1,
+                                           heads=2, eval_sequences=16), **kw})
+
+
+def _make(cfg: TextConfig):
+    return make_world(cfg, DistillConfig(), SamplingConfig(), TrainConfig(), StudentConfig())
+
+
+def test_windows_come_from_the_training_split_and_metrics_from_the_held_out_one(tmp_path):
+    text = "".join(f"line {i:04d}: {SENTENCE}" for i in range(40))
+    raw = text.encode("utf-8")
+    world = _make(_cfg(_text(tmp_path, text), holdout=0.25))
+    cut = len(raw) - round(0.25 * len(raw))
+    windows = np.asarray(jax.jit(world.sample_real, static_argnums=1)(jax.random.key(0), 50))
+    assert windows.shape == (50, 16) and windows.dtype == np.int32
+    for row in windows:
+        assert bytes(row.astype(np.uint8)) in raw[:cut]
+    evals = np.asarray(world.eval_ExL)
+    assert evals.shape == (16, 16)
+    for row in evals:
+        assert bytes(row.astype(np.uint8)) in raw[cut:]
+    assert evals[0].tobytes() != evals[-1].tobytes()
+
+
+def test_a_short_chain_learns_the_text(tmp_path):
+    cfg = Config(world=_cfg(_text(tmp_path)), generations=1, seeds=1, progress=False,
+                 train=TrainConfig(steps=60, batch_size=16, lr=1e-2))
+    ds = experiment.run(experiment.build(cfg))
+    assert set(ds.data_vars) == {"nll_real", "perplexity_real", "agreement", "entropy",
+                                 "params", "train_flops"}
+    nll = ds.nll_real.values
+    assert np.all(nll < 0.6 * np.log(256)), nll  # far below a uniform byte model
+    np.testing.assert_allclose(ds.perplexity_real.values, np.exp(nll), rtol=1e-5)
+    assert np.isnan(ds.agreement.sel(generation=0)).all()
+    assert (ds.agreement.sel(generation=1) > 0.2).all()
+
+
+@pytest.mark.parametrize("case,message", [
+    ("empty", "world.path='' is not allowed: the path of a UTF-8 text file"),
+    ("missing", "is not allowed: a readable file (No such file or directory)"),
+    ("directory", "is not allowed: a readable file"),
+    ("short", "is not allowed: a text long enough for world.seq_len=16"),
+    ("binary", "is not allowed: a UTF-8 text file (byte 2 is not valid UTF-8)"),
+    ("holdout", "world.holdout=1.0 is not allowed"),
+])
+def test_bad_paths_give_one_line_errors(tmp_path, case, message):
+    path = {"empty": "", "missing": str(tmp_path / "nope.txt"), "directory": str(tmp_path),
+            "short": _text(tmp_path, "too short", "short.txt"), "binary": str(tmp_path / "b.bin"),
+            "holdout": _text(tmp_path)}[case]
+    (tmp_path / "b.bin").write_bytes(b"ab\xff\xfe" * 100)
+    with pytest.raises(ConfigError) as error:
+        _make(_cfg(path, holdout=1.0 if case == "holdout" else 0.1))
+    assert message in str(error.value) and "\n" not in str(error.value)
+    if case != "empty" and case != "holdout":
+        assert str(error.value).startswith(f"world.path={path!r}")
+
+
+def test_the_cli_reports_a_missing_path_in_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
+    out = subprocess.run([sys.executable, "-m", "sim", "world=text",
+                          f"world.path={tmp_path / 'absent.txt'}"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: world.path=") and "No such file" in out.stderr
+    assert out.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
