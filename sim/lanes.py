@@ -13,7 +13,7 @@ import enum
 import functools
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +26,9 @@ from sim.errors import require
 from sim.worlds.base import Array
 
 
+DEFAULT_BATCH = 64  # lanes per batch for strategy=map when neither config nor world says
+
+
 class Strategy(str, enum.Enum):
     auto = "auto"  # vmap, except lax.map batches on one CPU where the world measured faster
     vmap = "vmap"
@@ -35,7 +38,7 @@ class Strategy(str, enum.Enum):
 @dataclass(frozen=True)
 class LanesConfig:
     strategy: Strategy = Strategy.auto
-    batch_size: int = 256  # lanes per vmapped batch under strategy=map
+    batch_size: Optional[int] = None  # lanes per vmapped batch under map (None: the world's)
 
 
 def lane_keys(seed: int, lanes: int) -> Array:
@@ -44,12 +47,15 @@ def lane_keys(seed: int, lanes: int) -> Array:
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(lanes))
 
 
-def resolve_strategy(cfg: LanesConfig, batch_lanes_on_cpu: bool = False) -> Strategy:
-    require(cfg.batch_size >= 1, "lanes.batch_size", cfg.batch_size, "an integer >= 1")
+def resolve_strategy(cfg: LanesConfig, cpu_lane_batch: int = 0) -> tuple[Strategy, int]:
+    """The strategy and lanes per batch: ``auto`` follows the world's CPU measurement."""
+    require(cfg.batch_size is None or cfg.batch_size >= 1, "lanes.batch_size", cfg.batch_size,
+            "an integer >= 1, or null (the world's measured choice)")
+    batch_size = cfg.batch_size or cpu_lane_batch or DEFAULT_BATCH
     if cfg.strategy is not Strategy.auto:
-        return cfg.strategy
+        return cfg.strategy, batch_size
     single_cpu = jax.default_backend() == "cpu" and jax.local_device_count() == 1
-    return Strategy.map if single_cpu and batch_lanes_on_cpu else Strategy.vmap
+    return (Strategy.map if single_cpu and cpu_lane_batch else Strategy.vmap), batch_size
 
 
 def _over_lanes(fn: Callable[[Any], Any], strategy: Strategy, batch_size: int,
@@ -72,18 +78,18 @@ def run_lanes(chain: Chain, keys_S: Array, dyn_S: dict[str, Array], generations:
               cfg: LanesConfig, progress: bool = True) -> dict[str, np.ndarray]:
     """Run every lane for ``generations`` generations; metrics as arrays (G + 1, lanes)."""
     lanes = keys_S.shape[0]
-    strategy = resolve_strategy(cfg, chain.world.batch_lanes_on_cpu)
+    strategy, batch_size = resolve_strategy(cfg, chain.world.cpu_lane_batch)
     keys_S, dyn_S = _shard((keys_S, dyn_S), lanes)
 
     @jax.jit
     def start(keys_S: Array, dyn_S: dict[str, Array]):
-        return _over_lanes(lambda a: chain.start(*a), strategy, cfg.batch_size, lanes)(
+        return _over_lanes(lambda a: chain.start(*a), strategy, batch_size, lanes)(
             (keys_S, dyn_S))
 
     @functools.partial(jax.jit, donate_argnums=0)
     def step(state_S: Any, generation: Array, keys_S: Array, dyn_S: dict[str, Array]):
         return _over_lanes(lambda a: chain.step(a[0], generation, a[1], a[2]),
-                           strategy, cfg.batch_size, lanes)((state_S, keys_S, dyn_S))
+                           strategy, batch_size, lanes)((state_S, keys_S, dyn_S))
 
     # A student whose shapes differ from the generation-0 teacher cannot reuse its buffers.
     warnings.filterwarnings("ignore", message="Some donated buffers were not usable")

@@ -51,9 +51,9 @@ class World(Protocol):
 
     n_samples: int  # samples produced per generation, and real samples at generation 0
     min_rows: int  # the fewest weighted rows a fit needs
-    # On a single CPU, whether lax.map over batches of lanes beats one wide vmap (measured;
-    # closed-form fits are cheap per lane and vmap wins, a transformer's training may not).
-    batch_lanes_on_cpu: bool
+    # On a single CPU, the lanes per lax.map batch that measured fastest, or 0 when one wide
+    # vmap wins (closed-form fits are cheap per lane and vmap wins; a transformer's may not).
+    cpu_lane_batch: int
     metric_info: Mapping[str, MetricInfo]  # every metric ``measure`` returns, in order
     headline: tuple[str, ...]  # metrics printed in the run summary
 

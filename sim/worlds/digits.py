@@ -114,7 +114,7 @@ class DigitsWorld:
     # batches of 1, 4, 8: 0.61 / 0.92, 0.44 / 1.02, 0.46 / 0.96; for 256 lanes (student as
     # the teacher): vmap 1.89 / 3.06, map 2.71 / 4.80, 1.71 / 4.55, 1.55 / 3.83; 16 lanes
     # tie (0.09 / 0.17). The MLP is tiny, so one wide vmap wins where it matters.
-    batch_lanes_on_cpu = False
+    cpu_lane_batch = 0
     headline = ("accuracy", "agreement", "kl_teacher_student")
 
     def __init__(self, cfg: DigitsConfig, distill: DistillConfig, sampling: SamplingConfig,

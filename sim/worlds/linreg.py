@@ -41,7 +41,7 @@ class LinregWorld:
             "mean over held-out x ~ N(0, I) of (x . w_hat - x . w)^2"),
         "weight_error": MetricInfo("squared error of the fitted weights", "", "||w_hat - w||^2"),
     }
-    batch_lanes_on_cpu = False  # vmap measured 1.4x-2.5x faster than lax.map batches
+    cpu_lane_batch = 0  # vmap measured 1.4x-2.5x faster than lax.map batches
     headline = ("test_mse", "weight_error")
 
     def __init__(self, cfg: LinregConfig):

@@ -185,7 +185,7 @@ class LMWorld:
     # default markov_lm fit, 2 CPU cores, tokens/s): 4 lanes: vmap 112.8k, map/1 119.0k;
     # 16 lanes: vmap 99.9k, map/4 114.6k, map/8 100.0k; 32 lanes: vmap 96.9k, map/4 114.0k,
     # map/16 104.1k. Whole default chains (G=10, 4 seeds): vmap 56.4 s, map/1 57.3 s.
-    batch_lanes_on_cpu = True
+    cpu_lane_batch = 4
     metric_info: Mapping[str, MetricInfo] = lm_metric_info({})
     headline: tuple[str, ...] = ("nll_real", "entropy", "agreement")
     eval_ExL: Array  # held-out real sequences E x L, int32 (set by the subclass)

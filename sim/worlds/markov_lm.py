@@ -20,7 +20,7 @@ Exact quantities: the true next-token distribution at every position (pi at posi
 row x_{t-1} of P after it), the entropy rate H = -sum_i pi_i sum_j P_ij log P_ij, and, on
 the fixed held-out sequences, ``kl_to_truth`` and the true ``tail_mass`` / entropy.
 
-Lanes on one CPU: vmap vs lax.map batches, see ``LMWorld.batch_lanes_on_cpu``.
+Lanes on one CPU: vmap vs lax.map batches, see ``LMWorld.cpu_lane_batch``.
 """
 
 from __future__ import annotations
