@@ -156,3 +156,17 @@ def test_ece_and_gaps_are_bounded(raw, labels):
     for value in (ece(probs, labels), demographic_parity_gap(probs, group),
                   equalized_odds_gap(probs, labels, group)):
         assert -1e-6 <= float(value) <= 1 + 1e-6
+
+
+def test_retention_and_cost_reduction_by_hand():
+    from sim.metrics.retention import retention_metrics
+    metrics = {"accuracy": np.array([[0.8, 0.5], [0.4, 0.5]]),
+               "nll_real": np.array([[2.0, 1.0], [2.5, 1.0]]),
+               "train_flops": np.array([[10.0, 10.0], [2.5, 10.0]])}
+    out = retention_metrics(metrics, "accuracy", "ratio")
+    np.testing.assert_allclose(out["retention"], [[1, 1], [0.5, 1]])
+    np.testing.assert_allclose(out["cost_reduction"], [[0, 0], [0.75, 0]])
+    out = retention_metrics(metrics, "nll_real", "likelihood")
+    np.testing.assert_allclose(out["retention"], [[1, 1], [np.exp(-0.5), 1]], rtol=1e-6)
+    with pytest.raises(ValueError):
+        retention_metrics(metrics, "accuracy", "percent")

@@ -56,6 +56,9 @@ class World(Protocol):
     cpu_lane_batch: int
     metric_info: Mapping[str, MetricInfo]  # every metric ``measure`` returns, in order
     headline: tuple[str, ...]  # metrics printed in the run summary
+    # (metric, "ratio" | "likelihood") whose change from generation 0 is the world's
+    # retention (sim/metrics/retention.py), or None where the world has no quality score
+    retention_of: tuple[str, str] | None
 
     def sample_real(self, key: Array, n: int) -> Data:
         """n samples of real data."""

@@ -116,6 +116,7 @@ class DigitsWorld:
     # tie (0.09 / 0.17). The MLP is tiny, so one wide vmap wins where it matters.
     cpu_lane_batch = 0
     headline = ("accuracy", "agreement", "kl_teacher_student")
+    retention_of = ("accuracy", "ratio")
 
     def __init__(self, cfg: DigitsConfig, distill: DistillConfig, sampling: SamplingConfig,
                  train_cfg: TrainConfig, student: StudentConfig):

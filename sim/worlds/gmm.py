@@ -234,6 +234,7 @@ class GmmWorld:
             "-sum_j pi_hat_j log pi_hat_j (log K' = all fitted components equally used; "
             "its exp is the effective number of components)"),
     }
+    retention_of = None
     headline = ("nll_real", "modes_covered", "weight_entropy")
     cpu_lane_batch = 0  # vmap and lax.map batches measured within 6% of each other
 

@@ -188,6 +188,7 @@ class LMWorld:
     cpu_lane_batch = 4
     metric_info: Mapping[str, MetricInfo] = lm_metric_info({})
     headline: tuple[str, ...] = ("nll_real", "entropy", "agreement")
+    retention_of = ("nll_real", "likelihood")
     eval_ExL: Array  # held-out real sequences E x L, int32 (set by the subclass)
 
     def __init__(self, name: str, cfg: LMConfig, vocab: int, distill: DistillConfig,
