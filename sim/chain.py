@@ -36,7 +36,7 @@ class Chain(NamedTuple):
         k_real, _, _, k_fit, k_measure = _generation_keys(key, 0)
         real = self.world.sample_real(k_real, self.world.n_samples)
         params = self.world.fit(k_fit, real, jnp.ones(self.world.n_samples), dyn, None)
-        metrics = self.world.measure(k_measure, params, None)
+        metrics = self.world.measure(k_measure, params, None, dyn)
         return ChainState(params, self.mix.init(real)), metrics
 
     def step(self, state: ChainState, generation: Array, key: Array,
@@ -48,5 +48,5 @@ class Chain(NamedTuple):
         real = self.world.sample_real(k_real, n) if self.mix.needs_real else None
         pool, data, weights_N = self.mix(state.pool, k_mix, generation, real, synthetic, dyn)
         params = self.world.fit(k_fit, data, weights_N, dyn, state.params)
-        metrics = self.world.measure(k_measure, params, state.params)
+        metrics = self.world.measure(k_measure, params, state.params, dyn)
         return ChainState(params, pool), metrics

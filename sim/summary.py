@@ -28,6 +28,6 @@ def format_summary(ds: xr.Dataset, metrics: Sequence[str], most: int = 12) -> st
         row = "".join(f"{f'{cells[m][0][g]:.4g} ± {cells[m][1][g]:.2g}':>{width}}"
                       for m in metrics)
         lines.append(f"{int(ds['generation'][g]):>10}{row}")
-    lanes = int(np.prod([n for d, n in ds.sizes.items() if d != "generation"]))
+    lanes = int(np.prod([ds.sizes[d] for d in ds[metrics[0]].dims if d != "generation"]))
     lines.append(f"(mean ± std over {lanes} lanes)")
     return "\n".join(lines)

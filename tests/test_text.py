@@ -57,8 +57,15 @@ def test_a_short_chain_learns_the_text(tmp_path):
     cfg = Config(world=_cfg(_text(tmp_path)), generations=1, seeds=1, progress=False,
                  train=TrainConfig(steps=60, batch_size=16, lr=1e-2))
     ds = experiment.run(experiment.build(cfg))
-    assert set(ds.data_vars) == {"nll_real", "perplexity_real", "agreement", "entropy",
-                                 "params", "train_flops"}
+    assert set(ds.data_vars) == {
+        "nll_real", "perplexity_real", "agreement", "kl_teacher_student", "model_entropy",
+        "params", "train_flops",
+        "entropy", "ngram_entropy", "distinct_n", "self_bleu", "compression_ratio",
+        "support_coverage", "vendi", "retention", "cost_reduction"}
+    assert ds.distinct_n.dims == ("generation", "seed", "n")
+    assert ((ds.distinct_n > 0) & (ds.distinct_n <= 1)).all()
+    assert (ds.entropy <= np.log(256)).all() and (ds.vendi >= 1).all()
+    assert ((ds.support_coverage > 0) & (ds.support_coverage <= 1)).all()
     nll = ds.nll_real.values
     assert np.all(nll < 0.6 * np.log(256)), nll  # far below a uniform byte model
     np.testing.assert_allclose(ds.perplexity_real.values, np.exp(nll), rtol=1e-5)

@@ -77,10 +77,12 @@ class World(Protocol):
         """n samples produced by a fitted model, with the same structure as real data."""
         ...
 
-    def measure(self, key: Array, params: Params, teacher: Params | None) -> dict[str, Array]:
-        """Scalar metrics of one fitted model, keyed as in ``metric_info``.
+    def measure(self, key: Array, params: Params, teacher: Params | None,
+                dyn: Dyn | None) -> dict[str, Array]:
+        """Metrics of one fitted model, keyed as in ``metric_info``.
 
         ``teacher`` is the model it learned from (None at generation 0: metrics that compare
-        with the teacher are NaN there).
+        with the teacher are NaN there); ``dyn`` holds the lane's sampling settings, for
+        metrics of the data the model produces (None: the configured defaults).
         """
         ...

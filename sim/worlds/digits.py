@@ -34,6 +34,7 @@ from sim import sampling as decoding
 from sim.distill import (DistillConfig, Missing, Objective, SamplingConfig, StudentConfig,
                          TrainConfig)
 from sim.errors import require
+from sim.metrics.classification import ece
 from sim.models import mlp
 from sim.objectives import (OBJECTIVES, LossHParams, Student, Teacher, init_projection, kl,
                             teacher_topk)
@@ -93,6 +94,10 @@ class DigitsWorld:
             "test accuracy", "", "share of test images whose argmax class is the true label"),
         "nll_real": MetricInfo(
             "test cross-entropy", "nats", "mean -log q(true label | x) over the test images"),
+        "ece": MetricInfo(
+            "expected calibration error", "",
+            "top-label confidence vs accuracy on the test images in 15 equal-width bins "
+            "(Guo et al. 2017)"),
         "agreement": MetricInfo(
             "top-1 agreement with the teacher", "",
             "share of test images where student and teacher argmax agree (NaN at "
@@ -239,8 +244,9 @@ class DigitsWorld:
             per_example += 3 * 2 * cfg.hidden_width * teacher_cfg.hidden_width
         return float(self.train_cfg.steps * self.train_cfg.batch_size * per_example)
 
-    def measure(self, key: Array, params: Params, teacher: Params | None) -> dict[str, Array]:
-        del key
+    def measure(self, key: Array, params: Params, teacher: Params | None,
+                dyn: Dyn | None = None) -> dict[str, Array]:
+        del key, dyn
         cfg = mlp_config_of(params, self.teacher_mlp.activation)
         logits, _ = mlp.apply(params, self.x_test, cfg)
         log_q = jax.nn.log_softmax(logits)
@@ -256,6 +262,7 @@ class DigitsWorld:
         return {
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == self.y_test).astype(jnp.float32),
             "nll_real": jnp.mean(nll),
+            "ece": ece(jnp.exp(log_q), self.y_test),
             "agreement": jnp.asarray(agreement, jnp.float32),
             "kl_teacher_student": jnp.asarray(kl_ts, jnp.float32),
             "params": jnp.float32(mlp.param_count(params)),

@@ -121,8 +121,8 @@ class GaussianWorld:
         return mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ root_DxD.T
 
     def measure(self, key: Array, params: tuple[Array, Array],
-                teacher: Params = None) -> dict[str, Array]:
-        del key, teacher
+                teacher: Params = None, dyn: Dyn | None = None) -> dict[str, Array]:
+        del key, teacher, dyn
         mean_D, cov_DxD = params
         return {
             "w2_to_truth": w2_gaussians(mean_D, cov_DxD, self.mean_D, self.sqrt_DxD),

@@ -318,8 +318,8 @@ class GmmWorld:
                 + jnp.einsum("nde,ne->nd", chols_KxDxD[labels_N], noise_NxD))
 
     def measure(self, key: Array, params: GmmParams,
-                teacher: Params = None) -> dict[str, Array]:
-        del key, teacher
+                teacher: Params = None, dyn: Dyn | None = None) -> dict[str, Array]:
+        del key, teacher, dyn
         pi_hat_J = params.weights_K
         mass_K = pi_hat_J @ self.true_responsibilities(params.means_KxD)
         covered_K = mass_K >= self.cfg.mode_mass_threshold * self.truth.weights_K

@@ -83,8 +83,8 @@ class LinregWorld:
         return self._labelled(key, params, n)
 
     def measure(self, key: Array, params: Array,
-                teacher: Params = None) -> dict[str, Array]:
-        del key, teacher
+                teacher: Params = None, dyn: Dyn | None = None) -> dict[str, Array]:
+        del key, teacher, dyn
         error_D = params - self.w_D
         return {
             "test_mse": jnp.mean((self.x_test_MxD @ error_D) ** 2),

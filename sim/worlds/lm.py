@@ -56,6 +56,7 @@ from sim import objectives, sampling
 from sim.distill import (DistillConfig, Missing, Objective, SamplingConfig, StudentConfig,
                          TrainConfig)
 from sim.errors import require
+from sim.metrics import sequences, vendi
 from sim.models import transformer as tf
 from sim.train import make_optimizer, train
 from sim.worlds.base import Array, Dyn, MetricInfo, WorldConfig
@@ -97,7 +98,11 @@ COMMON_METRICS: dict[str, MetricInfo] = {
         "top-1 agreement with the teacher", "",
         "share of held-out real positions where the model's and its teacher's most likely "
         "next tokens coincide (NaN at generation 0, which has no teacher)"),
-    "entropy": MetricInfo(
+    "kl_teacher_student": MetricInfo(
+        "KL(teacher || student) on held-out real text", "nats/token",
+        "mean over held-out real positions of KL(teacher(. | x_<t) || model(. | x_<t)) "
+        "(NaN at generation 0)"),
+    "model_entropy": MetricInfo(
         "entropy of the next-token distributions", "nats",
         "mean over held-out real positions of the entropy of q(. | x_<t)"),
     "params": MetricInfo(
@@ -110,9 +115,55 @@ COMMON_METRICS: dict[str, MetricInfo] = {
 }
 
 
+NGRAM_ORDERS = (1, 2, 3, 4)
+SELF_BLEU_SEQUENCES = 16  # self-BLEU costs O(N^2 L^2): measured on the first 16 sequences
+SAMPLE_METRICS: dict[str, MetricInfo] = {
+    "entropy": MetricInfo(
+        "token entropy of produced text", "nats",
+        "unigram entropy of eval_sequences sequences the model samples with the lane's "
+        "sampling settings (the data it would teach with)"),
+    "ngram_entropy": MetricInfo(
+        "n-gram entropy of produced text", "nats",
+        "entropy of the empirical within-sequence n-gram distribution of the produced "
+        "sample", dims=("n",), coords=(NGRAM_ORDERS,)),
+    "distinct_n": MetricInfo(
+        "distinct n-grams of produced text", "",
+        "distinct n-grams over all n-grams in the produced sample (Li et al. 2016)",
+        dims=("n",), coords=(NGRAM_ORDERS,)),
+    "self_bleu": MetricInfo(
+        "self-BLEU of produced text", "",
+        f"mean BLEU-4 of each of the first {SELF_BLEU_SEQUENCES} produced sequences against "
+        "the others (Zhu et al. 2018); higher = less diverse"),
+    "compression_ratio": MetricInfo(
+        "gzip compression ratio of produced text", "",
+        "raw bytes over gzip bytes of the produced token stream; higher = more repetitive"),
+    "support_coverage": MetricInfo(
+        "share of the true support produced", "",
+        "share of the tokens of the real data's support that occur in the produced sample"),
+    "vendi": MetricInfo(
+        "Vendi score of produced text", "",
+        "effective number of distinct sequences (Friedman & Dieng 2023) under the cosine "
+        "similarity of bag-of-token vectors, order 1; in [1, eval_sequences]"),
+}
+
+
 def lm_metric_info(extra: Mapping[str, MetricInfo]) -> dict[str, MetricInfo]:
     """The metrics of an LM world, in order: NLL, perplexity, ``extra``, the rest."""
-    return {**BASE_METRICS, **extra, **COMMON_METRICS}
+    return {**BASE_METRICS, **extra, **COMMON_METRICS, **SAMPLE_METRICS}
+
+
+def sample_diversity(tokens_NxL: Array, vocab: int, support_V: Array) -> dict[str, Array]:
+    """The ``SAMPLE_METRICS`` of a sample of token sequences."""
+    return {
+        "entropy": sequences.ngram_entropy(tokens_NxL, 1),
+        "ngram_entropy": jnp.stack([sequences.ngram_entropy(tokens_NxL, n)
+                                    for n in NGRAM_ORDERS]),
+        "distinct_n": jnp.stack([sequences.distinct_n(tokens_NxL, n) for n in NGRAM_ORDERS]),
+        "self_bleu": sequences.self_bleu(tokens_NxL[:SELF_BLEU_SEQUENCES]),
+        "compression_ratio": sequences.compression_ratio(tokens_NxL),
+        "support_coverage": sequences.support_coverage(tokens_NxL, support_V),
+        "vendi": vendi.vendi_score(vendi.bag_of_ngrams(tokens_NxL, vocab)),
+    }
 
 
 def sample_sequences(key: Array, weights: Weights, cfg: tf.TransformerConfig, batch: int,
@@ -187,9 +238,10 @@ class LMWorld:
     # map/16 104.1k. Whole default chains (G=10, 4 seeds): vmap 56.4 s, map/1 57.3 s.
     cpu_lane_batch = 4
     metric_info: Mapping[str, MetricInfo] = lm_metric_info({})
-    headline: tuple[str, ...] = ("nll_real", "entropy", "agreement")
+    headline: tuple[str, ...] = ("nll_real", "model_entropy", "entropy", "agreement")
     retention_of = ("nll_real", "likelihood")
     eval_ExL: Array  # held-out real sequences E x L, int32 (set by the subclass)
+    support_V: Array  # tokens the real data can contain, bool (set by the subclass)
 
     def __init__(self, name: str, cfg: LMConfig, vocab: int, distill: DistillConfig,
                  sampling_cfg: SamplingConfig, train_cfg: TrainConfig, student: StudentConfig):
@@ -313,22 +365,32 @@ class LMWorld:
         """Metrics against a known truth from the model's held-out log-probabilities."""
         return {}
 
-    def measure(self, key: Array, params: LMParams, teacher: LMParams | None
-                ) -> dict[str, Array]:
-        del key
+    def sample_metrics(self, tokens_NxL: Array) -> dict[str, Array]:
+        """Metrics of a produced sample (a subclass may add truth-based ones)."""
+        return sample_diversity(tokens_NxL, self.vocab, self.support_V)
+
+    def measure(self, key: Array, params: LMParams, teacher: LMParams | None,
+                dyn: Dyn | None = None) -> dict[str, Array]:
+        if dyn is None:
+            dyn = {"sampling.temperature": self.sampling.temperature,
+                   "sampling.top_p": self.sampling.top_p, "sampling.min_p": self.sampling.min_p}
+        produced_ExL = self.generate(key, params, self.eval_ExL.shape[0], dyn)
         logits_ExLxV, _ = self.forward(params.weights, params.cfg, self.eval_ExL)
         logp_ExLxV = jax.nn.log_softmax(logits_ExLxV, axis=-1)
         nll = -jnp.mean(jnp.take_along_axis(logp_ExLxV, self.eval_ExL[..., None], -1))
         entropy = -jnp.mean(jnp.sum(jnp.exp(logp_ExLxV) * logp_ExLxV, axis=-1))
         if teacher is None:
-            agreement = jnp.float32(jnp.nan)
+            agreement = kl_teacher = jnp.float32(jnp.nan)
         else:
             teacher_ExLxV, _ = self.forward(teacher.weights, teacher.cfg, self.eval_ExL)
             agreement = jnp.mean((jnp.argmax(logits_ExLxV, -1)
                                   == jnp.argmax(teacher_ExLxV, -1)).astype(jnp.float32))
+            kl_teacher = jnp.mean(objectives.kl(jax.nn.log_softmax(teacher_ExLxV, -1),
+                                                logp_ExLxV))
         metrics = {"nll_real": nll, "perplexity_real": jnp.exp(nll),
                    **self.truth_metrics(logp_ExLxV), "agreement": agreement,
-                   "entropy": entropy,
+                   "kl_teacher_student": kl_teacher,
+                   "model_entropy": entropy, **self.sample_metrics(produced_ExL),
                    "params": jnp.float32(tf.param_count(params.weights)),
                    "train_flops": params.train_flops}
         return {name: metrics[name] for name in self.metric_info}

@@ -35,6 +35,7 @@ from sim import objectives
 from sim.distill import DistillConfig, SamplingConfig, StudentConfig, TrainConfig
 from sim.errors import require
 from sim.worlds.base import Array, MetricInfo
+from sim.metrics.distributions import empirical
 from sim.worlds.lm import LMConfig, LMWorld, lm_metric_info
 
 
@@ -139,17 +140,23 @@ class MarkovLMWorld(LMWorld):
                 "KL divergence from the true next-token distributions", "nats/token",
                 "mean over held-out real positions of KL(true P(. | x_{t-1}) || q(. | x_<t)) "
                 "(pi at t = 0); exact given the held-out sequences, 0 for the true chain"),
+            "rank_frequency": MetricInfo(
+                "token frequency by true rank in produced text", "",
+                "relative frequency in the produced sample of the token of each rank of the "
+                "true Zipf order (rank 1 = most frequent)", dims=("rank",),
+                coords=(tuple(range(1, v + 1)),)),
             "tail_mass": MetricInfo(
                 "next-token mass on the tail of the true frequency order", "",
                 f"mean over held-out real positions of q's mass on the tokens beyond rank "
                 f"{self.tail_rank} of the Zipf order (true chain: marginal "
                 f"{self.true_tail_mass:.4f})"),
         })
-        self.metric_info["entropy"] = self.metric_info["entropy"]._replace(
-            description=self.metric_info["entropy"].description
+        self.metric_info["model_entropy"] = self.metric_info["model_entropy"]._replace(
+            description=self.metric_info["model_entropy"].description
             + f" (true chain on these positions: {self.true_entropy:.4f}; entropy rate "
             f"{self.entropy_rate:.4f})")
-        self.headline = ("kl_to_truth", "entropy", "tail_mass", "nll_real")
+        self.headline = ("kl_to_truth", "model_entropy", "tail_mass", "entropy")
+        self.support_V = jnp.ones(v, bool)  # every token has positive stationary mass
 
     def true_logprobs(self, tokens_BxL: Array) -> Array:
         """The true next-token log-probabilities ``B x L x V`` at every position."""
@@ -166,6 +173,11 @@ class MarkovLMWorld(LMWorld):
 
         _, rest_TxN = jax.lax.scan(step, first_N, jax.random.split(k_rest, self.seq_len - 1))
         return jnp.concatenate([first_N[:, None], rest_TxN.T], axis=1)
+
+    def sample_metrics(self, tokens_NxL: Array) -> dict[str, Array]:
+        # token index = rank - 1: pi is sorted by decreasing Zipf frequency
+        return {**super().sample_metrics(tokens_NxL),
+                "rank_frequency": empirical(tokens_NxL, self.vocab)}
 
     def truth_metrics(self, logp_ExLxV: Array) -> dict[str, Array]:
         return {

@@ -71,6 +71,7 @@ class TextWorld(LMWorld):
         self.eval_ExL = jnp.asarray(np.stack([held[s:s + cfg.seq_len] for s in starts_E]),
                                     jnp.int32)
         self.train_bytes = jnp.asarray(train_bytes)
+        self.support_V = jnp.zeros(VOCAB, bool).at[np.unique(train_bytes)].set(True)
         self.train_size = len(train_bytes)
 
     def sample_real(self, key: Array, n: int) -> Array:
