@@ -59,6 +59,8 @@ class DigitsConfig(WorldConfig):
     split_seed: int = 0  # the fixed train/test split
     hidden: tuple[int, ...] = (64,)  # the teacher's MLP hidden sizes (student.hidden overrides)
     activation: Activation = Activation.relu
+    classes: tuple[int, ...] = ()  # keep only these digits (empty = all ten)
+    prior: tuple[float, ...] = ()  # class shares of the kept images (empty = as loaded)
 
 
 def load_split(test_fraction: float, split_seed: int) -> tuple[np.ndarray, ...]:
@@ -72,6 +74,24 @@ def load_split(test_fraction: float, split_seed: int) -> tuple[np.ndarray, ...]:
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=test_fraction, random_state=split_seed, stratify=y)
     return x_train, y_train, x_test, y_test
+
+
+def skew(x: np.ndarray, y: np.ndarray, classes: tuple[int, ...], prior: tuple[float, ...],
+         seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the images of ``classes`` and subsample them to the class shares ``prior``:
+    as many images as the scarcest class allows, the same shares in every split."""
+    keep = np.isin(y, classes)
+    x, y = x[keep], y[keep]
+    if not prior:
+        return x, y
+    shares = np.asarray(prior, np.float64) / sum(prior)
+    available = np.array([(y == c).sum() for c in classes])
+    total = int(np.floor(np.min(available / shares)))
+    rng = np.random.default_rng(seed)
+    rows = np.concatenate([rng.choice(np.flatnonzero(y == c), int(round(s * total)),
+                                      replace=False) for c, s in zip(classes, shares)])
+    rows = np.sort(rows)
+    return x[rows], y[rows]
 
 
 def mlp_config_of(params: Params, activation: str) -> mlp.MLPConfig:
@@ -94,6 +114,10 @@ class DigitsWorld:
             "test accuracy", "", "share of test images whose argmax class is the true label"),
         "nll_real": MetricInfo(
             "test cross-entropy", "nats", "mean -log q(true label | x) over the test images"),
+        "prior_bias": MetricInfo(
+            "prior bias towards the majority class", "",
+            "|P_model(majority) - P_true(majority)|: share of test images predicted as the "
+            "training data's majority class minus its true share (Taori & Hashimoto 2023)"),
         "ece": MetricInfo(
             "expected calibration error", "",
             "top-label confidence vs accuracy on the test images in 15 equal-width bins "
@@ -140,7 +164,17 @@ class DigitsWorld:
                 "(only the teacher labels the fixed training images), so on-policy "
                 "distillation has nothing to score; use hard, soft, topk, reverse_kl, jsd "
                 "or feature")
+        classes = tuple(int(c) for c in cfg.classes) or tuple(range(CLASSES))
+        prior = tuple(float(p) for p in cfg.prior)
+        require(len(set(classes)) == len(classes) >= 2
+                and all(0 <= c < CLASSES for c in classes), "world.classes", list(classes),
+                "two or more distinct digits in [0, 9], or empty for all ten")
+        require(not prior or (len(prior) == len(classes) and all(p > 0 for p in prior)),
+                "world.prior", list(prior),
+                f"empty, or {len(classes)} positive class shares (one per world.classes)")
         x_train, y_train, x_test, y_test = load_split(cfg.test_fraction, cfg.split_seed)
+        x_train, y_train = skew(x_train, y_train, classes, prior, cfg.split_seed)
+        x_test, y_test = skew(x_test, y_test, classes, prior, cfg.split_seed + 1)
         n_train = len(y_train)
         n = cfg.n_samples or n_train
         require(0 <= cfg.n_samples <= n_train, "world.n_samples", cfg.n_samples,
@@ -156,6 +190,9 @@ class DigitsWorld:
                                          activation)
         self.x_train, self.y_train = jnp.asarray(x_train), jnp.asarray(y_train)
         self.x_test, self.y_test = jnp.asarray(x_test), jnp.asarray(y_test)
+        counts = np.bincount(y_train, minlength=CLASSES)
+        self.majority = int(np.argmax(counts))  # the true majority class and its share
+        self.majority_share = float(counts[self.majority] / counts.sum())
 
     # ---------------------------------------------------------------- data
 
@@ -263,6 +300,8 @@ class DigitsWorld:
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == self.y_test).astype(jnp.float32),
             "nll_real": jnp.mean(nll),
             "ece": ece(jnp.exp(log_q), self.y_test),
+            "prior_bias": jnp.abs(jnp.mean(jnp.argmax(logits, -1) == self.majority)
+                                  - self.majority_share),
             "agreement": jnp.asarray(agreement, jnp.float32),
             "kl_teacher_student": jnp.asarray(kl_ts, jnp.float32),
             "params": jnp.float32(mlp.param_count(params)),
