@@ -91,12 +91,13 @@ def run_lanes(chain: Chain, keys_S: Array, dyn_S: dict[str, Array], generations:
         return _over_lanes(lambda a: chain.step(a[0], generation, a[1], a[2]),
                            strategy, batch_size, lanes)((state_S, keys_S, dyn_S))
 
-    # A student whose shapes differ from the generation-0 teacher cannot reuse its buffers.
-    warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
     state_S, metrics = start(keys_S, dyn_S)
     history = [jax.device_get(metrics)]
-    for g in tqdm(range(1, generations + 1), desc="generations", unit="gen",
-                  disable=not progress or generations == 0, leave=False):
-        state_S, metrics = step(state_S, jnp.asarray(g), keys_S, dyn_S)
-        history.append(jax.device_get(metrics))
+    with warnings.catch_warnings():
+        # A student whose shapes differ from the generation-0 teacher cannot reuse its buffers.
+        warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+        for g in tqdm(range(1, generations + 1), desc="generations", unit="gen",
+                      disable=not progress or generations == 0, leave=False):
+            state_S, metrics = step(state_S, jnp.asarray(g), keys_S, dyn_S)
+            history.append(jax.device_get(metrics))
     return {name: np.stack([h[name] for h in history]) for name in history[0]}
