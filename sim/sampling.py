@@ -41,6 +41,12 @@ def _scaled(logits_xV: Array, temperature: ArrayLike) -> Array:
     return shifted_xV / jnp.where(temperature_x1 <= 0.0, 1.0, temperature_x1)
 
 
+def _statically_off(top_k: int, top_p: ArrayLike, min_p: ArrayLike) -> bool:
+    """Whether top-k, top-p and min-p are all off as static Python values."""
+    static = isinstance(top_p, (int, float)) and isinstance(min_p, (int, float))
+    return static and top_k == 0 and top_p >= 1.0 and min_p <= 0.0
+
+
 def keep_mask(logits_xV: Array, temperature: ArrayLike = 1.0, top_k: int = 0,
               top_p: ArrayLike = 1.0, min_p: ArrayLike = 0.0) -> Array:
     """Boolean ``[..., V]``: which tokens survive the decoding transforms."""
@@ -50,6 +56,9 @@ def keep_mask(logits_xV: Array, temperature: ArrayLike = 1.0, top_k: int = 0,
         raise ValueError(f"top_k must be a static int >= 0 (0 = off), got {top_k!r}")
     greedy_x1 = _per_row(temperature) <= 0.0
     scaled_xV = _scaled(logits_xV, temperature)
+    if _statically_off(top_k, top_p, min_p):  # no ranking needed: skip the sorts
+        is_argmax_xV = jnp.arange(vocab) == jnp.argmax(scaled_xV, axis=-1, keepdims=True)
+        return ~greedy_x1 | is_argmax_xV
 
     # Rank tokens most likely first; a stable sort breaks ties by lower index.
     order_xV = jnp.argsort(-scaled_xV, axis=-1, stable=True)

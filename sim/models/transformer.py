@@ -212,19 +212,22 @@ def decode_step(params: Params, cache: Cache, token_B: Array, pos: Array | int,
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "batch", "length", "top_k",
-                                             "return_logits"))
+                                             "return_logits", "sample_vocab"))
 def generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, length: int,
              bos_token: int | Array = 0, temperature: float | Array = 1.0, top_k: int = 0,
              top_p: float | Array = 1.0, min_p: float | Array = 0.0,
-             return_logits: bool = False) -> Array | tuple[Array, Array]:
+             return_logits: bool = False, sample_vocab: int = 0
+             ) -> Array | tuple[Array, Array]:
     """Sample ``batch`` sequences of ``length <= context`` tokens after a BOS token.
 
     Position 0 holds ``bos_token``; token t (t = 0..length-1 of the output) is drawn from
     the model's next-token distribution at position t, transformed by ``sim.sampling``
     (temperature/top_p/min_p may be traced; top_k is static, 0 = off; temperature <= 0 is
     greedy). The step key is ``fold_in(key, t)``. ``batch``, ``length``, ``top_k`` and
-    ``return_logits`` are static. Returns ``tokens_BxT`` (int32), plus the raw
-    (untransformed) logits_BxTxV when ``return_logits``.
+    ``return_logits`` are static. ``sample_vocab > 0`` (static) samples from the first
+    ``sample_vocab`` outputs only (e.g. to never emit an input-only BOS token). Returns
+    ``tokens_BxT`` (int32), plus the raw (untransformed) logits_BxTxV when
+    ``return_logits``.
     """
     if not 1 <= length <= cfg.context:
         raise ValueError(f"length={length} must be in [1, context={cfg.context}]")
@@ -234,7 +237,8 @@ def generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, len
                                                               tuple[Array, Array | None]]:
         cache, token_B = carry
         logits_BxV, _, cache = decode_step(params, cache, token_B, pos, cfg)
-        next_B = sampling.sample(jax.random.fold_in(key, pos), logits_BxV, temperature,
+        candidates_BxV = logits_BxV[:, :sample_vocab] if sample_vocab else logits_BxV
+        next_B = sampling.sample(jax.random.fold_in(key, pos), candidates_BxV, temperature,
                                  top_k, top_p, min_p)
         return (cache, next_B), (next_B, logits_BxV if return_logits else None)
 

@@ -171,29 +171,9 @@ def sample_sequences(key: Array, weights: Weights, cfg: tf.TransformerConfig, ba
                      top_k: int = 0, top_p: float | Array = 1.0,
                      min_p: float | Array = 0.0) -> Array:
     """``batch`` sequences of ``length`` real tokens sampled from BOS (= ``vocab``) with the
-    KV cache; the BOS output column is never sampled. Step t uses ``fold_in(key, t)``.
-
-    When every transform is statically off (the Python defaults, as for on-policy batches)
-    tokens are drawn from the softmax directly, skipping ``sim.sampling``'s sorts."""
-    start_B = jnp.full((batch,), vocab, jnp.int32)
-    plain = all(isinstance(x, (int, float)) for x in (temperature, top_p, min_p)) and (
-        temperature == 1.0 and top_k == 0 and top_p >= 1.0 and min_p <= 0.0)
-
-    def draw(key: Array, logits_BxV: Array) -> Array:
-        if plain:
-            return jax.random.categorical(key, logits_BxV, axis=-1).astype(jnp.int32)
-        return sampling.sample(key, logits_BxV, temperature, top_k, top_p, min_p)
-
-    def step(carry: tuple[tf.Cache, Array], pos: Array) -> tuple[tuple[tf.Cache, Array],
-                                                                 Array]:
-        cache, token_B = carry
-        logits_BxV1, _, cache = tf.decode_step(weights, cache, token_B, pos, cfg)
-        next_B = draw(jax.random.fold_in(key, pos), logits_BxV1[:, :vocab])
-        return (cache, next_B), next_B
-
-    _, tokens_TxB = jax.lax.scan(step, (tf.init_cache(cfg, batch), start_B),
-                                 jnp.arange(length))
-    return tokens_TxB.T
+    KV cache (``tf.generate``); the BOS output column is never sampled."""
+    return tf.generate(key, weights, cfg, batch, length, vocab, temperature, top_k, top_p,
+                       min_p, sample_vocab=vocab)
 
 
 def check_lm_config(world: str, cfg: LMConfig, vocab: int, distill: DistillConfig,
