@@ -16,11 +16,13 @@ Array = jax.Array
 
 
 def accuracy(probs_NxC: Array, labels_N: Array) -> Array:
+    """Share of top-1 predictions equal to the label (logits work as well as probs)."""
     return jnp.mean(jnp.argmax(probs_NxC, -1) == labels_N)
 
 
 def agreement(probs_a_NxC: Array, probs_b_NxC: Array) -> Array:
-    """Share of examples where two models' top-1 predictions agree."""
+    """Share of examples (any leading shape) where two models' top-1 predictions agree;
+    logits work as well as probabilities."""
     return jnp.mean(jnp.argmax(probs_a_NxC, -1) == jnp.argmax(probs_b_NxC, -1))
 
 

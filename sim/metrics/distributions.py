@@ -17,19 +17,9 @@ def entropy(p_xV: Array) -> Array:
     return -jnp.sum(_xlogy(p_xV, p_xV), axis=-1)
 
 
-def kl(p_xV: Array, q_xV: Array) -> Array:
-    """KL(p || q) = sum p log(p / q) >= 0; +inf where q = 0 < p."""
-    return jnp.sum(_xlogy(p_xV, p_xV) - _xlogy(p_xV, q_xV), axis=-1)
-
-
 def tail_mass(p_xV: Array, order_V: Array, k: int) -> Array:
     """Mass on the outcomes beyond rank k of a reference order (order_V[0] most frequent)."""
     return jnp.sum(p_xV[..., order_V[k:]], axis=-1)
-
-
-def rank_frequency(p_xV: Array, order_V: Array) -> Array:
-    """Probabilities re-indexed by the reference rank (rank 1 = the true most frequent)."""
-    return p_xV[..., order_V]
 
 
 def empirical(tokens: Array, vocab: int) -> Array:

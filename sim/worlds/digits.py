@@ -34,10 +34,10 @@ from sim import sampling as decoding
 from sim.distill import (DistillConfig, Missing, Objective, SamplingConfig, StudentConfig,
                          TrainConfig)
 from sim.errors import require
-from sim.metrics.classification import ece
+from sim.metrics import classification
 from sim.models import mlp
-from sim.objectives import (OBJECTIVES, LossHParams, Student, Teacher, init_projection, kl,
-                            teacher_topk)
+from sim.objectives import (OBJECTIVES, LossHParams, Student, Teacher, cross_entropy,
+                            init_projection, kl, teacher_topk)
 from sim.train import make_optimizer, train
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
 
@@ -293,13 +293,12 @@ class DigitsWorld:
         if teacher is not None:
             teacher_cfg = mlp_config_of(teacher, cfg.activation)
             t_logits, _ = mlp.apply(teacher, self.x_test, teacher_cfg)
-            agreement = jnp.mean(jnp.argmax(t_logits, -1) == jnp.argmax(logits, -1))
+            agreement = classification.agreement(t_logits, logits)
             kl_ts = jnp.mean(kl(jax.nn.log_softmax(t_logits), log_q))
-        nll = -jnp.take_along_axis(log_q, self.y_test[:, None], axis=-1)[:, 0]
         return {
-            "accuracy": jnp.mean(jnp.argmax(logits, -1) == self.y_test).astype(jnp.float32),
-            "nll_real": jnp.mean(nll),
-            "ece": ece(jnp.exp(log_q), self.y_test),
+            "accuracy": classification.accuracy(logits, self.y_test).astype(jnp.float32),
+            "nll_real": jnp.mean(cross_entropy(logits, self.y_test)),
+            "ece": classification.ece(jnp.exp(log_q), self.y_test),
             "prior_bias": jnp.abs(jnp.mean(jnp.argmax(logits, -1) == self.majority)
                                   - self.majority_share),
             "agreement": jnp.asarray(agreement, jnp.float32),

@@ -56,7 +56,7 @@ from sim import objectives, sampling
 from sim.distill import (DistillConfig, Missing, Objective, SamplingConfig, StudentConfig,
                          TrainConfig)
 from sim.errors import require
-from sim.metrics import sequences, vendi
+from sim.metrics import classification, distributions, sequences, vendi
 from sim.models import transformer as tf
 from sim.train import make_optimizer, train
 from sim.worlds.base import Array, Dyn, MetricInfo, WorldConfig
@@ -357,14 +357,13 @@ class LMWorld:
         produced_ExL = self.generate(key, params, self.eval_ExL.shape[0], dyn)
         logits_ExLxV, _ = self.forward(params.weights, params.cfg, self.eval_ExL)
         logp_ExLxV = jax.nn.log_softmax(logits_ExLxV, axis=-1)
-        nll = -jnp.mean(jnp.take_along_axis(logp_ExLxV, self.eval_ExL[..., None], -1))
-        entropy = -jnp.mean(jnp.sum(jnp.exp(logp_ExLxV) * logp_ExLxV, axis=-1))
+        nll = jnp.mean(objectives.cross_entropy(logits_ExLxV, self.eval_ExL))
+        entropy = jnp.mean(distributions.entropy(jnp.exp(logp_ExLxV)))
         if teacher is None:
             agreement = kl_teacher = jnp.float32(jnp.nan)
         else:
             teacher_ExLxV, _ = self.forward(teacher.weights, teacher.cfg, self.eval_ExL)
-            agreement = jnp.mean((jnp.argmax(logits_ExLxV, -1)
-                                  == jnp.argmax(teacher_ExLxV, -1)).astype(jnp.float32))
+            agreement = classification.agreement(logits_ExLxV, teacher_ExLxV)
             kl_teacher = jnp.mean(objectives.kl(jax.nn.log_softmax(teacher_ExLxV, -1),
                                                 logp_ExLxV))
         metrics = {"nll_real": nll, "perplexity_real": jnp.exp(nll),

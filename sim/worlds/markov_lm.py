@@ -35,7 +35,7 @@ from sim import objectives
 from sim.distill import DistillConfig, SamplingConfig, StudentConfig, TrainConfig
 from sim.errors import require
 from sim.worlds.base import Array, MetricInfo
-from sim.metrics.distributions import empirical
+from sim.metrics.distributions import empirical, tail_mass
 from sim.worlds.lm import LMConfig, LMWorld, lm_metric_info
 
 
@@ -182,5 +182,7 @@ class MarkovLMWorld(LMWorld):
     def truth_metrics(self, logp_ExLxV: Array) -> dict[str, Array]:
         return {
             "kl_to_truth": jnp.mean(objectives.kl(self.true_logp_ExLxV, logp_ExLxV)),
-            "tail_mass": jnp.mean(jnp.sum(jnp.exp(logp_ExLxV[..., self.tail_rank:]), -1)),
+            # token index = rank - 1: pi is sorted by decreasing Zipf frequency
+            "tail_mass": jnp.mean(tail_mass(jnp.exp(logp_ExLxV), jnp.arange(self.vocab),
+                                            self.tail_rank)),
         }
