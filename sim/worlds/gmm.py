@@ -48,6 +48,7 @@ from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
 from sim.errors import require
+from sim.worlds.gaussian import fit_gaussian
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -176,9 +177,7 @@ def fit_gmm(key: Array, x_NxD: Array, w_N: Array, k: int, iters: int,
     tiny = 10 * jnp.finfo(dtype).eps
     total = w_N.sum()
 
-    mean_D = (w_N @ x_NxD) / total
-    centred_NxD = x_NxD - mean_D
-    data_cov_DxD = (w_N[:, None] * centred_NxD).T @ centred_NxD / total
+    _, data_cov_DxD = fit_gaussian(x_NxD, w_N, ddof=0)
     cov_DxD = data_cov_DxD + reg_covar * eye_DxD
     chol_DxD = jnp.linalg.cholesky(cov_DxD)
     jitter = 1e-5 * jnp.diagonal(data_cov_DxD).max() + 1e-6
