@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, fields
+from typing import Any, Mapping
 
 from sim.errors import require
+from sim.objectives import LossHParams
 
 
 class Objective(str, enum.Enum):
@@ -67,6 +69,22 @@ class StudentConfig:
     layers: int = 0  # transformer layers
     heads: int = 0  # transformer heads
     hidden: tuple[int, ...] = ()  # MLP hidden sizes
+
+
+def loss_name(distill: DistillConfig) -> str:
+    """The ``sim.objectives.OBJECTIVES`` entry an objective trains with (on-policy batches
+    are scored with the JSD)."""
+    if distill.objective is Objective.topk and distill.missing is Missing.uniform:
+        return "topk_uniform"
+    if distill.objective is Objective.on_policy:
+        return "jsd"
+    return distill.objective.value
+
+
+def loss_hparams(dyn: Mapping[str, Any]) -> LossHParams:
+    """The loss hyperparameters of a lane, from its traced dynamic settings."""
+    return LossHParams(alpha=dyn["distill.alpha"], tau=dyn["distill.tau"],
+                       beta=dyn["distill.beta"], gamma=dyn["distill.feature_weight"])
 
 
 def dynamic_settings(distill: DistillConfig, sampling: SamplingConfig,

@@ -13,11 +13,13 @@ never drawn, so its contents (even NaNs) cannot influence training.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from sim.distill import TrainConfig
 
 Array = jax.Array
 Params = Any
@@ -63,6 +65,16 @@ def make_optimizer(learning_rate: float | Array = 1e-3, weight_decay: float | Ar
     if clip_norm is None:
         return adamw
     return optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
+
+
+def optimizer_for(cfg: TrainConfig, dyn: Mapping[str, Any],
+                  clip_norm: float | None = None) -> optax.GradientTransformation:
+    """AdamW for one generation: the lane's traced ``train.lr`` and ``train.weight_decay``,
+    ``train.warmup_steps`` of linear warmup, then constant (or, with ``train.cosine``, a
+    cosine decay to 0 over ``train.steps``)."""
+    return make_optimizer(dyn["train.lr"], dyn["train.weight_decay"], cfg.warmup_steps,
+                          cfg.steps, end_fraction=0.0 if cfg.cosine else 1.0,
+                          clip_norm=clip_norm)
 
 
 def draw_indices(key: Array, weights_N: Array, batch_size: int) -> Array:

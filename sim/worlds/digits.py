@@ -31,14 +31,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from sim import sampling as decoding
-from sim.distill import (DistillConfig, Missing, Objective, SamplingConfig, StudentConfig,
-                         TrainConfig)
+from sim.distill import (DistillConfig, Objective, SamplingConfig, StudentConfig, TrainConfig,
+                         loss_hparams, loss_name)
 from sim.errors import require
 from sim.metrics import classification
 from sim.models import mlp
 from sim.objectives import (OBJECTIVES, LossHParams, Student, Teacher, cross_entropy,
                             init_projection, kl, teacher_topk)
-from sim.train import make_optimizer, train
+from sim.train import optimizer_for, train
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
 
 FEATURES = 64  # 8 x 8 pixels
@@ -219,13 +219,6 @@ class DigitsWorld:
     def _apply(self, params: Params, x: Array) -> tuple[Array, Array]:
         return mlp.apply(params, x, mlp_config_of(params, self.teacher_mlp.activation))
 
-    def _optimizer(self, dyn: Dyn):
-        t = self.train_cfg
-        scheduled = t.cosine or t.warmup_steps > 0
-        return make_optimizer(dyn["train.lr"], dyn["train.weight_decay"], t.warmup_steps,
-                              t.steps if scheduled else None,
-                              end_fraction=0.0 if t.cosine else 1.0)
-
     def fit(self, key: Array, data: dict[str, Array], weights_N: Array, dyn: Dyn,
             teacher: Params | None) -> Params:
         k_init, k_proj, k_train = jax.random.split(key, 3)
@@ -237,15 +230,11 @@ class DigitsWorld:
                                           LossHParams())
             params = mlp.init(k_init, self.teacher_mlp)
             params, _ = train(k_train, params, loss_fn, data, weights_N, t.steps,
-                              t.batch_size, self._optimizer(dyn))
+                              t.batch_size, optimizer_for(t, dyn))
             return params
 
         objective = self.distill.objective
-        name = objective.value
-        if objective is Objective.topk and self.distill.missing is Missing.uniform:
-            name = "topk_uniform"
-        hp = LossHParams(dyn["distill.alpha"], dyn["distill.tau"], dyn["distill.beta"],
-                         dyn["distill.feature_weight"])
+        name, hp = loss_name(self.distill), loss_hparams(dyn)
         cfg = self.student_mlp
         teacher_cfg = mlp_config_of(teacher, cfg.activation)
 
@@ -267,7 +256,7 @@ class DigitsWorld:
             p["projection"] = init_projection(k_proj, cfg.hidden_width,
                                               teacher_cfg.hidden_width)
         p, _ = train(k_train, p, loss_fn, data, weights_N, t.steps, t.batch_size,
-                     self._optimizer(dyn))
+                     optimizer_for(t, dyn))
         return p["mlp"]
 
     # ---------------------------------------------------------------- metrics

@@ -53,12 +53,12 @@ import jax
 import jax.numpy as jnp
 
 from sim import objectives, sampling
-from sim.distill import (DistillConfig, Missing, Objective, SamplingConfig, StudentConfig,
-                         TrainConfig)
+from sim.distill import (DistillConfig, Objective, SamplingConfig, StudentConfig, TrainConfig,
+                         loss_hparams, loss_name)
 from sim.errors import require
 from sim.metrics import classification, distributions, sequences, vendi
 from sim.models import transformer as tf
-from sim.train import make_optimizer, train
+from sim.train import optimizer_for, train
 from sim.worlds.base import Array, Dyn, MetricInfo, WorldConfig
 
 Weights = Any  # the transformer's parameter pytree
@@ -253,17 +253,9 @@ class LMWorld:
                 teacher: LMParams | None, dyn: Dyn) -> Callable[..., Array]:
         """``loss(trainable, tokens_BxL[, key])`` of one objective; ``trainable`` is
         ``{"model": weights[, "projection": ...]}``."""
-        hp = objectives.LossHParams(alpha=dyn["distill.alpha"], tau=dyn["distill.tau"],
-                                    beta=dyn["distill.beta"],
-                                    gamma=dyn["distill.feature_weight"])
+        hp = loss_hparams(dyn)
         vocab, length = self.vocab, self.seq_len
-        if objective is Objective.topk and self.distill.missing is Missing.uniform:
-            loss_name = "topk_uniform"
-        elif objective is Objective.on_policy:
-            loss_name = "jsd"
-        else:
-            loss_name = objective.value
-        divergence = objectives.OBJECTIVES[loss_name]
+        divergence = objectives.OBJECTIVES[loss_name(self.distill)]
 
         def teacher_view(tokens_BxL: Array) -> objectives.Teacher:
             logits, hidden = self.forward(teacher.weights, teacher.cfg, tokens_BxL)
@@ -320,9 +312,7 @@ class LMWorld:
             trainable["projection"] = objectives.init_projection(k_projection, arch.width,
                                                                  teacher.cfg.width)
         t = self.train_cfg
-        optimizer = make_optimizer(dyn["train.lr"], dyn["train.weight_decay"],
-                                   t.warmup_steps, t.steps,
-                                   end_fraction=0.0 if t.cosine else 1.0, clip_norm=1.0)
+        optimizer = optimizer_for(t, dyn, clip_norm=1.0)
         trained, losses_S = train(k_train, trainable,
                                   self.loss_fn(objective, arch, teacher, dyn), data,
                                   weights_N, t.steps, t.batch_size, optimizer,
