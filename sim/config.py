@@ -8,7 +8,9 @@ run when the experiment is built (``sim.experiment.build``), still before any co
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -60,6 +62,14 @@ def register_configs() -> None:
         store.store(group="schema/world", name=name, node=schema(entry.config))
 
 
+def _tuples(obj: Any) -> Any:
+    """OmegaConf turns tuple fields into lists; turn them back, so configs stay hashable."""
+    if not dataclasses.is_dataclass(obj):
+        return tuple(obj) if isinstance(obj, list) else obj
+    return dataclasses.replace(obj, **{f.name: _tuples(getattr(obj, f.name))
+                                       for f in dataclasses.fields(obj) if f.init})
+
+
 def to_config(cfg: DictConfig) -> Config:
-    """The typed config of a composed DictConfig."""
-    return OmegaConf.to_object(cfg)
+    """The typed config of a composed DictConfig (tuple fields as tuples)."""
+    return _tuples(OmegaConf.to_object(cfg))

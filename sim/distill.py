@@ -140,7 +140,6 @@ def check_closed_form(world: str, distill: DistillConfig, sampling: SamplingConf
         default = type(cfg)()
         for f in fields(cfg):
             value, allowed = getattr(cfg, f.name), getattr(default, f.name)
-            value = tuple(value) if isinstance(value, list) else value  # OmegaConf: lists
             shown = allowed.value if isinstance(allowed, enum.Enum) else allowed
             require(value == allowed, f"{group}.{f.name}", value,
                     f"only the default {shown!r} in the closed-form world {world!r}, whose "
