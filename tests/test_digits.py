@@ -11,7 +11,7 @@ from sim.distill import (DistillConfig, Missing, Objective, SamplingConfig, Stud
                          TrainConfig, dynamic_settings)
 from sim.errors import ConfigError
 from sim.models import mlp
-from sim.worlds.digits import DigitsConfig, DigitsWorld
+from sim.worlds.digits import Classifier, DigitsConfig, DigitsWorld
 
 TRAIN = TrainConfig(steps=300, batch_size=32, lr=3e-3)
 STUDENT = StudentConfig(hidden=(16,))
@@ -54,8 +54,9 @@ def measure(teacher):
     """Metrics of a student against the teacher (shared by every objective), and those of
     an untrained student."""
     world, (params, _) = _world(), teacher
-    measure = jax.jit(lambda student: world.measure(None, student, params))
-    return measure, measure(mlp.init(jax.random.key(3), world.student_mlp))
+    measure = jax.jit(lambda student: world.measure(jax.random.key(4), student, params))
+    untrained = mlp.init(jax.random.key(3), world.student_mlp)
+    return measure, measure(Classifier(untrained, untrained))
 
 
 def test_teacher_learns_the_digits(teacher):
@@ -73,7 +74,7 @@ def test_argmax_labelling_gives_the_teacher_argmax(teacher, generate):
     world = _world()
     greedy = generate(jax.random.key(1), params, _dyn(sampling=SamplingConfig(temperature=0.0)))
     np.testing.assert_array_equal(greedy["row"], np.arange(len(world.y_train)))
-    logits, _ = mlp.apply(params, world.x_train, world.teacher_mlp)
+    logits, _ = mlp.apply(params.weights, world.x_train, world.teacher_mlp)
     np.testing.assert_array_equal(greedy["y"], jnp.argmax(logits, -1))
     sampled = generate(jax.random.key(1), params, _dyn())
     assert 0 < np.mean(sampled["y"] != greedy["y"]) < 0.1  # a confident teacher, T = 1
@@ -121,7 +122,7 @@ def test_a_chain_runs_with_a_smaller_student_on_a_subset():
 def test_real_subsets_are_distinct_training_rows():
     world = _world(n_samples=100)
     assert world.n_samples == 100 and _world().n_samples == len(world.y_train) == 1257
-    idx = np.asarray(world._inputs(jax.random.key(0), world.n_samples))
+    idx = np.asarray(world._rows(jax.random.key(0), world.n_samples))
     assert len(np.unique(idx)) == 100 and idx.min() >= 0 and idx.max() < 1257
     data = world.sample_real(jax.random.key(0), world.n_samples)
     np.testing.assert_array_equal(data["row"], idx)
@@ -161,7 +162,7 @@ def test_class_subset_and_prior_skew_set_the_majority_and_prior_bias():
     # a model that always predicts the majority: prior_bias = 1 - 0.9
     always = mlp.init(jax.random.key(0), world.teacher_mlp)
     always["head"]["bias"] = jnp.zeros(10).at[3].set(100.0)
-    bias = float(world.measure(None, always, None)["prior_bias"])
+    bias = float(world.measure(jax.random.key(0), Classifier(always, always), None)["prior_bias"])
     assert bias == pytest.approx(1 - world.majority_share, abs=1e-6)
     for bad, key in (({"classes": (3,)}, "world.classes"), ({"classes": (3, 11)}, "world.classes"),
                      ({"classes": (3, 8), "prior": (1.0,)}, "world.prior")):

@@ -1,23 +1,38 @@
 """Iterative distillation of an MLP classifier on scikit-learn's handwritten digits.
 
-Real data are the 1797 8x8 images of ``sklearn.datasets.load_digits`` (bundled, no
-download), pixels scaled to [0, 1], split once into train and test inputs by
-``world.split_seed``. Generation 0 (the first teacher) is an MLP trained with cross-entropy
-on the true labels of ``n_samples`` training inputs (all of them by default, else a uniform
-subset drawn afresh for every call). Generation g >= 1 is a student (of ``student.hidden``
-size, or the teacher's) trained on ``n_samples`` training inputs labelled by generation
-g - 1: ``generate`` samples one label per input from the teacher at the traced
-sampling settings (temperature 0 = its argmax), and objectives other than ``hard`` also
-query the teacher's logits (and, for ``feature``, its last hidden layer) on every minibatch.
+Real data are the 8x8 images of ``sklearn.datasets.load_digits`` (see ``digits_data`` for
+the split, class skew, protected group and pixel noise). Generation 0 (the first teacher)
+is an MLP trained with cross-entropy on the true labels of ``n_samples`` training inputs
+(all of them by default, else a uniform subset drawn afresh for every call). Generation
+g >= 1 is a student (of ``student.hidden`` size, or the teacher's) trained on
+``n_samples`` inputs labelled by generation g - 1: ``generate`` samples one label per
+input from the teacher at the traced sampling settings (temperature 0 = its argmax), and
+objectives other than ``hard`` also query the teacher's logits (and, for ``feature``, its
+last hidden layer) on every minibatch.
 
-The student only ever sees the real training inputs, never inputs of its own, so the
-``on_policy`` objective has nothing to act on and is rejected.
+Inputs are identified by an int32 ``row``, so that pools (even accumulated ones) hold
+integers, not pixels, and every lane shares the images:
 
-Data is ``{"row": int32 [N], "y": int32 [N]}``: the index of a training input and its label.
-Every lane shares the inputs, so accumulated pools hold indices, not pixels. The model is a
-plain MLP params pytree.
-The ``feature`` objective's learned projection (student hidden -> teacher hidden) is
-trained with the student and then dropped: it only maps onto this generation's teacher.
+* ``row >= 0``: training image ``row % n_train``. With ``pixel_noise`` > 0 the row also
+  names a noise draw (``row // n_train``): the image plus Gaussian noise of that std from
+  ``fold_in(noise key, row)``, so every draw of an image is a new input and the classes
+  overlap as much as the std says (a chosen Bayes error). Without noise, real data is the
+  first ``n_samples`` rows of a permutation; with noise, images drawn with replacement.
+* ``row < 0``: an off-task input, uniform random pixels in [0, 1] from
+  ``fold_in(off-task key, row)``; students see these with ``student_inputs=noise``.
+
+**Subliminal transfer** (Cloud et al. 2025). With ``auxiliary_logits`` = m > 0 the MLP has
+m extra outputs after the 10 class logits that no loss ever trains at generation 0. With
+``student_targets=auxiliary`` a student sees only the teacher's auxiliary logits (soft,
+reverse_kl or jsd on the m-way softmax), and with ``student_inputs=noise`` only on
+off-task inputs: whatever it learns of the digits passes through the shared weights.
+``same_init`` starts every student from generation 0's initial weights (which the params
+carry along), the condition under which the transfer happens. ``subliminal_accuracy`` is
+the test accuracy of such a student.
+
+Data is ``{"row": int32 [N], "y": int32 [N]}``. A fitted model is a ``Classifier``: its MLP
+weights and the initial weights of generation 0. The ``feature`` objective's learned
+projection (student hidden -> teacher hidden) is trained with the student and dropped.
 """
 
 from __future__ import annotations
@@ -25,7 +40,9 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,10 +57,9 @@ from sim.objectives import (OBJECTIVES, LossHParams, Student, Teacher, cross_ent
                             init_projection, kl, teacher_topk)
 from sim.train import optimizer_for, train
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
+from sim.worlds.digits_data import CLASSES, FEATURES, TOTAL, make_images
 
-FEATURES = 64  # 8 x 8 pixels
-CLASSES = 10
-TOTAL = 1797  # images in load_digits
+ROWS = 2**31 - 1  # int32 rows: noise draws and off-task inputs are numbered below this
 
 
 class Activation(str, enum.Enum):
@@ -52,58 +68,106 @@ class Activation(str, enum.Enum):
     tanh = "tanh"
 
 
+class Inputs(str, enum.Enum):
+    real = "real"  # students learn on the training images
+    noise = "noise"  # on off-task inputs: uniform random pixels, new for every draw
+
+
+class Targets(str, enum.Enum):
+    classes = "classes"  # the teacher's class outputs (labels, logits)
+    auxiliary = "auxiliary"  # only its auxiliary logits (subliminal transfer)
+
+
 @dataclass(frozen=True)
 class DigitsConfig(WorldConfig):
-    n_samples: int = 0  # training inputs per generation (0 = the whole training split)
+    n_samples: int = 0  # inputs per generation (0 = the training split's size)
     test_fraction: float = 0.3  # share of the 1797 images held out for the metrics
-    split_seed: int = 0  # the fixed train/test split
+    split_seed: int = 0  # the fixed train/test split (and group, noise of test images)
     hidden: tuple[int, ...] = (64,)  # the teacher's MLP hidden sizes (student.hidden overrides)
     activation: Activation = Activation.relu
     classes: tuple[int, ...] = ()  # keep only these digits (empty = all ten)
     prior: tuple[float, ...] = ()  # class shares of the kept images (empty = as loaded)
+    pixel_noise: float = 0.0  # std of Gaussian pixel noise, new on every draw (0 = none)
+    group_share: float = 0.0  # share of images in the marked protected group (0 = none)
+    spurious_class: int = 0  # the class the marker goes with in the training images
+    spurious_share: float = 0.0  # share of spurious_class training images marked
+    auxiliary_logits: int = 0  # extra outputs never trained on labels
+    student_inputs: Inputs = Inputs.real
+    student_targets: Targets = Targets.classes
+    same_init: bool = False  # students start from generation 0's initial weights
 
 
-def load_split(test_fraction: float, split_seed: int) -> tuple[np.ndarray, ...]:
-    """``(x_train, y_train, x_test, y_test)``: pixels in [0, 1], a stratified split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = (digits.data / 16.0).astype(np.float32)
-    y = digits.target.astype(np.int32)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_fraction, random_state=split_seed, stratify=y)
-    return x_train, y_train, x_test, y_test
+@flax.struct.dataclass
+class Classifier:
+    weights: Params  # the MLP's params
+    init: Params  # generation 0's initial weights (for same_init students)
 
 
-def skew(x: np.ndarray, y: np.ndarray, classes: tuple[int, ...], prior: tuple[float, ...],
-         seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the images of ``classes`` and subsample them to the class shares ``prior``:
-    as many images as the scarcest class allows, the same shares in every split."""
-    keep = np.isin(y, classes)
-    x, y = x[keep], y[keep]
-    if not prior:
-        return x, y
-    shares = np.asarray(prior, np.float64) / sum(prior)
-    available = np.array([(y == c).sum() for c in classes])
-    total = int(np.floor(np.min(available / shares)))
-    rng = np.random.default_rng(seed)
-    rows = np.concatenate([rng.choice(np.flatnonzero(y == c), int(round(s * total)),
-                                      replace=False) for c, s in zip(classes, shares)])
-    rows = np.sort(rows)
-    return x[rows], y[rows]
-
-
-def mlp_config_of(params: Params, activation: str) -> mlp.MLPConfig:
+def mlp_config_of(weights: Params, activation: str) -> mlp.MLPConfig:
     """The architecture of a params pytree (shapes are static under jit and vmap)."""
-    depth = sum(1 for name in params if name.startswith("dense_"))
-    hidden = tuple(int(params[f"dense_{i}"]["kernel"].shape[-1]) for i in range(depth))
-    return mlp.MLPConfig(FEATURES, CLASSES, hidden, activation)
+    depth = sum(1 for name in weights if name.startswith("dense_"))
+    hidden = tuple(int(weights[f"dense_{i}"]["kernel"].shape[-1]) for i in range(depth))
+    return mlp.MLPConfig(FEATURES, int(weights["head"]["kernel"].shape[-1]), hidden,
+                         activation)
 
 
 # Objectives whose loss needs the teacher's logits (or hidden state) on each minibatch.
 QUERIES_TEACHER = frozenset({Objective.soft, Objective.topk, Objective.reverse_kl,
                              Objective.jsd, Objective.feature})
+# Objectives that can match the auxiliary logits alone (no labels, top-k or features).
+AUXILIARY_OBJECTIVES = (Objective.soft, Objective.reverse_kl, Objective.jsd)
+FAIRNESS_NOTE = " on the test images, by argmax (NaN without a group: world.group_share=0)"
+
+
+def _validate(cfg: DigitsConfig, distill: DistillConfig, student: StudentConfig) -> None:
+    """One-line errors for settings that need no data to check."""
+    n_test = math.ceil(cfg.test_fraction * TOTAL) if 0 < cfg.test_fraction < 1 else 0
+    require(CLASSES <= n_test <= TOTAL - CLASSES, "world.test_fraction", cfg.test_fraction,
+            f"a fraction in (0, 1) leaving at least {CLASSES} test and {CLASSES} training "
+            f"images of the {TOTAL} (one per class)")
+    require(all(h >= 1 for h in cfg.hidden), "world.hidden", list(cfg.hidden),
+            "positive hidden layer sizes (empty = a linear classifier)")
+    for name, kind in (("activation", Activation), ("student_inputs", Inputs),
+                       ("student_targets", Targets)):
+        value = getattr(cfg, name)
+        require(isinstance(value, kind) or value in {a.value for a in kind}, f"world.{name}",
+                value, "one of " + ", ".join(a.value for a in kind))
+    require(distill.objective is not Objective.on_policy, "distill.objective",
+            distill.objective, "in the digits world the student never produces inputs "
+            "(only the teacher labels the fixed training images), so on-policy "
+            "distillation has nothing to score; use hard, soft, topk, reverse_kl, jsd "
+            "or feature")
+    require(distill.objective is not Objective.topk or distill.top_k <= CLASSES,
+            "distill.top_k", distill.top_k,
+            f"an integer in [1, {CLASSES}] (the digits world has {CLASSES} classes)")
+    classes = tuple(cfg.classes) or tuple(range(CLASSES))
+    require(len(set(classes)) == len(classes) >= 2 and all(0 <= c < CLASSES for c in classes),
+            "world.classes", list(classes),
+            "two or more distinct digits in [0, 9], or empty for all ten")
+    require(not cfg.prior or (len(cfg.prior) == len(classes) and all(p > 0 for p in cfg.prior)),
+            "world.prior", list(cfg.prior),
+            f"empty, or {len(classes)} positive class shares (one per world.classes)")
+    require(cfg.pixel_noise >= 0, "world.pixel_noise", cfg.pixel_noise,
+            "a noise std >= 0 (pixels are in [0, 1]; 0 = clean images)")
+    require(0 <= cfg.group_share < 1, "world.group_share", cfg.group_share,
+            "a share in [0, 1) (0 = no protected group)")
+    require(0 <= cfg.spurious_share <= 1 and (cfg.group_share > 0 or cfg.spurious_share == 0),
+            "world.spurious_share", cfg.spurious_share,
+            "a share in [0, 1], and 0 unless world.group_share > 0 (the group it marks)")
+    require(cfg.spurious_share == 0 or cfg.spurious_class in classes, "world.spurious_class",
+            cfg.spurious_class, f"one of the world's classes {list(classes)}")
+    require(cfg.auxiliary_logits >= 0, "world.auxiliary_logits", cfg.auxiliary_logits,
+            "an integer >= 0")
+    if Targets(cfg.student_targets) is Targets.auxiliary:
+        require(cfg.auxiliary_logits >= 2, "world.auxiliary_logits", cfg.auxiliary_logits,
+                "an integer >= 2 when world.student_targets=auxiliary (a softmax needs 2)")
+        require(distill.objective in AUXILIARY_OBJECTIVES, "distill.objective",
+                distill.objective, "soft, reverse_kl or jsd when world.student_targets="
+                "auxiliary (the student matches the teacher's auxiliary logits only)")
+    require(not cfg.same_init or not student.hidden
+            or tuple(student.hidden) == tuple(cfg.hidden), "student.hidden",
+            list(student.hidden), "empty or equal to world.hidden when world.same_init=true "
+            "(a student can only start from its teacher's initial weights at its size)")
 
 
 class DigitsWorld:
@@ -116,20 +180,44 @@ class DigitsWorld:
             "test cross-entropy", "nats", "mean -log q(true label | x) over the test images"),
         "prior_bias": MetricInfo(
             "prior bias towards the majority class", "",
-            "|P_model(majority) - P_true(majority)|: share of test images predicted as the "
-            "training data's majority class minus its true share (Taori & Hashimoto 2023)"),
+            "|majority_share - P_true(majority)| (Taori & Hashimoto 2023): how far the share "
+            "of majority labels the model gives deviates from the class's true share"),
+        "majority_share": MetricInfo(
+            "P_model(majority)", "",
+            "mean over test images of the probability that the model labels an image as the "
+            "training data's majority class at the lane's sampling settings (at temperature "
+            "0 the share of argmax predictions)"),
+        "support_coverage": MetricInfo(
+            "class coverage of the model's labels", "",
+            "share of the world's classes among the labels the model gives the test images "
+            "at the lane's sampling settings"),
         "ece": MetricInfo(
             "expected calibration error", "",
             "top-label confidence vs accuracy on the test images in 15 equal-width bins "
             "(Guo et al. 2017)"),
+        "group_accuracy_gap": MetricInfo(
+            "accuracy gap of the protected group", "",
+            "|accuracy on the group - accuracy off it|" + FAIRNESS_NOTE),
+        "demographic_parity_gap": MetricInfo(
+            "demographic parity gap", "",
+            "max over classes of |P(pred = c | group) - P(pred = c | not group)|"
+            + FAIRNESS_NOTE),
+        "equalized_odds_gap": MetricInfo(
+            "equalized odds gap", "",
+            "max over classes of the larger true- and false-positive-rate gap between the "
+            "group and the rest (Hardt et al. 2016)" + FAIRNESS_NOTE),
+        "subliminal_accuracy": MetricInfo(
+            "test accuracy learned subliminally", "",
+            "test accuracy of a student that saw only its teacher's auxiliary logits "
+            "(world.student_targets=auxiliary; NaN otherwise and at generation 0)"),
         "agreement": MetricInfo(
             "top-1 agreement with the teacher", "",
             "share of test images where student and teacher argmax agree (NaN at "
             "generation 0, which has no teacher)"),
         "kl_teacher_student": MetricInfo(
             "KL(teacher || student)", "nats",
-            "mean over test images of KL(p_teacher(.|x) || q_student(.|x)) at temperature 1 "
-            "(NaN at generation 0)"),
+            "mean over test images of KL(p_teacher(.|x) || q_student(.|x)) over the classes "
+            "at temperature 1 (NaN at generation 0)"),
         "params": MetricInfo(
             "parameters", "", "scalars in the classifier (without a feature projection)"),
         "train_flops": MetricInfo(
@@ -149,115 +237,135 @@ class DigitsWorld:
 
     def __init__(self, cfg: DigitsConfig, distill: DistillConfig, sampling: SamplingConfig,
                  train_cfg: TrainConfig, student: StudentConfig):
-        n_test = math.ceil(cfg.test_fraction * TOTAL) if 0 < cfg.test_fraction < 1 else 0
-        require(CLASSES <= n_test <= TOTAL - CLASSES, "world.test_fraction", cfg.test_fraction,
-                f"a fraction in (0, 1) leaving at least {CLASSES} test and {CLASSES} training "
-                f"images of the {TOTAL} (one per class)")
-        hidden = tuple(cfg.hidden)
-        require(all(h >= 1 for h in hidden), "world.hidden", list(hidden),
-                "positive hidden layer sizes (empty = a linear classifier)")
-        require(isinstance(cfg.activation, Activation) or cfg.activation in
-                {a.value for a in Activation}, "world.activation", cfg.activation,
-                "one of " + ", ".join(a.value for a in Activation))
-        require(distill.objective is not Objective.on_policy, "distill.objective",
-                distill.objective, "in the digits world the student never produces inputs "
-                "(only the teacher labels the fixed training images), so on-policy "
-                "distillation has nothing to score; use hard, soft, topk, reverse_kl, jsd "
-                "or feature")
+        _validate(cfg, distill, student)
         classes = tuple(int(c) for c in cfg.classes) or tuple(range(CLASSES))
-        prior = tuple(float(p) for p in cfg.prior)
-        require(len(set(classes)) == len(classes) >= 2
-                and all(0 <= c < CLASSES for c in classes), "world.classes", list(classes),
-                "two or more distinct digits in [0, 9], or empty for all ten")
-        require(not prior or (len(prior) == len(classes) and all(p > 0 for p in prior)),
-                "world.prior", list(prior),
-                f"empty, or {len(classes)} positive class shares (one per world.classes)")
-        x_train, y_train, x_test, y_test = load_split(cfg.test_fraction, cfg.split_seed)
-        x_train, y_train = skew(x_train, y_train, classes, prior, cfg.split_seed)
-        x_test, y_test = skew(x_test, y_test, classes, prior, cfg.split_seed + 1)
-        n_train = len(y_train)
-        n = cfg.n_samples or n_train
-        require(0 <= cfg.n_samples <= n_train, "world.n_samples", cfg.n_samples,
-                f"an integer in [1, {n_train}] (the training split's size), or 0 for all")
-        require(distill.objective is not Objective.topk or distill.top_k <= CLASSES,
-                "distill.top_k", distill.top_k,
-                f"an integer in [1, {CLASSES}] (the digits world has {CLASSES} classes)")
+        images = make_images(cfg.test_fraction, cfg.split_seed, classes,
+                             tuple(float(p) for p in cfg.prior), cfg.group_share,
+                             cfg.spurious_class, cfg.spurious_share, cfg.pixel_noise)
+        n_train = len(images.y_train)
+        if cfg.pixel_noise > 0:
+            require(cfg.n_samples >= 0, "world.n_samples", cfg.n_samples,
+                    f"an integer >= 1, or 0 for {n_train} (the training split's size)")
+        else:
+            require(0 <= cfg.n_samples <= n_train, "world.n_samples", cfg.n_samples,
+                    f"an integer in [1, {n_train}] (the training split's size), or 0 for all")
         self.cfg, self.distill, self.sampling, self.train_cfg = cfg, distill, sampling, train_cfg
-        self.n_samples, self.n_train, self.min_rows = n, n_train, 1
+        self.n_samples, self.n_train, self.min_rows = cfg.n_samples or n_train, n_train, 1
+        self.inputs, self.targets = Inputs(cfg.student_inputs), Targets(cfg.student_targets)
         activation = Activation(cfg.activation).value
-        self.teacher_mlp = mlp.MLPConfig(FEATURES, CLASSES, hidden, activation)
-        self.student_mlp = mlp.MLPConfig(FEATURES, CLASSES, tuple(student.hidden) or hidden,
-                                         activation)
-        self.x_train, self.y_train = jnp.asarray(x_train), jnp.asarray(y_train)
-        self.x_test, self.y_test = jnp.asarray(x_test), jnp.asarray(y_test)
-        counts = np.bincount(y_train, minlength=CLASSES)
+        outputs = CLASSES + cfg.auxiliary_logits
+        self.teacher_mlp = mlp.MLPConfig(FEATURES, outputs, tuple(cfg.hidden), activation)
+        self.student_mlp = mlp.MLPConfig(FEATURES, outputs,
+                                         tuple(student.hidden) or tuple(cfg.hidden), activation)
+        self.x_train, self.y_train = jnp.asarray(images.x_train), jnp.asarray(images.y_train)
+        self.x_test, self.y_test = jnp.asarray(images.x_test), jnp.asarray(images.y_test)
+        self.group_test = jnp.asarray(images.group_test)
+        self.classes = jnp.asarray(classes)
+        self.noise_key, self.off_task_key = jax.random.split(jax.random.key(cfg.split_seed))
+        counts = np.bincount(images.y_train, minlength=CLASSES)
         self.majority = int(np.argmax(counts))  # the true majority class and its share
         self.majority_share = float(counts[self.majority] / counts.sum())
 
     # ---------------------------------------------------------------- data
 
-    def _inputs(self, key: Array, n: int) -> Array:
-        """Indices of n training inputs: all of them in order, else a uniform subset."""
+    def _rows(self, key: Array, n: int) -> Array:
+        """n training rows: all images in order, else a uniform subset; with pixel noise,
+        images drawn with replacement, each with a new noise draw."""
+        if self.cfg.pixel_noise > 0:
+            k_image, k_draw = jax.random.split(key)
+            image = jax.random.randint(k_image, (n,), 0, self.n_train)
+            return image + self.n_train * jax.random.randint(
+                k_draw, (n,), 0, ROWS // self.n_train)
         if n == self.n_train:
             return jnp.arange(n)
         return jax.random.permutation(key, self.n_train)[:n]
 
-    def sample_real(self, key: Array, n: int) -> dict[str, Array]:
-        idx = self._inputs(key, n)
-        return {"row": idx, "y": self.y_train[idx]}
+    def _pixels(self, row_N: Array) -> Array:
+        """The input each row names (see the module docstring)."""
+        x_NxF = self.x_train[jnp.where(row_N >= 0, row_N % self.n_train, 0)]
+        if self.cfg.pixel_noise > 0:
+            noise_NxF = jax.vmap(lambda r: jax.random.normal(
+                jax.random.fold_in(self.noise_key, r), (FEATURES,)))(row_N)
+            x_NxF = x_NxF + self.cfg.pixel_noise * noise_NxF
+        if self.inputs is Inputs.noise:
+            off_task_NxF = jax.vmap(lambda r: jax.random.uniform(
+                jax.random.fold_in(self.off_task_key, r), (FEATURES,)))(row_N)
+            x_NxF = jnp.where((row_N < 0)[:, None], off_task_NxF, x_NxF)
+        return x_NxF
 
-    def generate(self, key: Array, params: Params, n: int, dyn: Dyn) -> dict[str, Array]:
-        k_inputs, k_labels = jax.random.split(key)
-        idx = self._inputs(k_inputs, n)
-        logits, _ = self._apply(params, self.x_train[idx])
-        y = decoding.sample(k_labels, logits, dyn["sampling.temperature"],
-                            self.sampling.top_k, dyn["sampling.top_p"], dyn["sampling.min_p"])
-        return {"row": idx, "y": y}
+    def sample_real(self, key: Array, n: int) -> dict[str, Array]:
+        row = self._rows(key, n)
+        return {"row": row, "y": self.y_train[row % self.n_train]}
+
+    def _decoding(self, dyn: Dyn | None) -> dict[str, Any]:
+        """The labelling settings: the lane's traced ones, else the configured defaults."""
+        s = self.sampling
+        if dyn is None:
+            return {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
+                    "min_p": s.min_p}
+        return {"temperature": dyn["sampling.temperature"], "top_k": s.top_k,
+                "top_p": dyn["sampling.top_p"], "min_p": dyn["sampling.min_p"]}
+
+    def generate(self, key: Array, params: Classifier, n: int, dyn: Dyn) -> dict[str, Array]:
+        k_rows, k_labels = jax.random.split(key)
+        if self.inputs is Inputs.noise:
+            row = -1 - jax.random.randint(k_rows, (n,), 0, ROWS - 1)
+        else:
+            row = self._rows(k_rows, n)
+        logits = self._class_logits(params.weights, self._pixels(row))
+        return {"row": row, "y": decoding.sample(k_labels, logits, **self._decoding(dyn))}
 
     # ---------------------------------------------------------------- model
 
-    def _apply(self, params: Params, x: Array) -> tuple[Array, Array]:
-        return mlp.apply(params, x, mlp_config_of(params, self.teacher_mlp.activation))
+    def _apply(self, weights: Params, x_NxF: Array) -> tuple[Array, Array]:
+        return mlp.apply(weights, x_NxF, mlp_config_of(weights, self.teacher_mlp.activation))
+
+    def _class_logits(self, weights: Params, x_NxF: Array) -> Array:
+        return self._apply(weights, x_NxF)[0][:, :CLASSES]
 
     def fit(self, key: Array, data: dict[str, Array], weights_N: Array, dyn: Dyn,
-            teacher: Params | None) -> Params:
+            teacher: Classifier | None) -> Classifier:
         k_init, k_proj, k_train = jax.random.split(key, 3)
         t = self.train_cfg
         if teacher is None:  # generation 0: cross-entropy on the true labels
             def loss_fn(p: Params, batch: dict[str, Array]) -> Array:
-                logits, _ = mlp.apply(p, self.x_train[batch["row"]], self.teacher_mlp)
-                return OBJECTIVES["hard"](Student(logits), Teacher(labels=batch["y"]),
-                                          LossHParams())
-            params = mlp.init(k_init, self.teacher_mlp)
-            params, _ = train(k_train, params, loss_fn, data, weights_N, t.steps,
-                              t.batch_size, optimizer_for(t, dyn))
-            return params
+                logits, _ = mlp.apply(p, self._pixels(batch["row"]), self.teacher_mlp)
+                return OBJECTIVES["hard"](Student(logits[:, :CLASSES]),
+                                          Teacher(labels=batch["y"]), LossHParams())
+            init = mlp.init(k_init, self.teacher_mlp)
+            weights, _ = train(k_train, init, loss_fn, data, weights_N, t.steps,
+                               t.batch_size, optimizer_for(t, dyn))
+            return Classifier(weights, init)
 
         objective = self.distill.objective
         name, hp = loss_name(self.distill), loss_hparams(dyn)
         cfg = self.student_mlp
-        teacher_cfg = mlp_config_of(teacher, cfg.activation)
+        teacher_cfg = mlp_config_of(teacher.weights, cfg.activation)
+        # The outputs the student is shown: the class logits, or only the auxiliary ones.
+        shown = slice(CLASSES, None) if self.targets is Targets.auxiliary else slice(CLASSES)
 
         def loss_fn(p: dict[str, Params], batch: dict[str, Array]) -> Array:
-            x = self.x_train[batch["row"]]
+            x = self._pixels(batch["row"])
             logits, hidden = mlp.apply(p["mlp"], x, cfg)
             t_logits = t_hidden = topk_lp = topk_idx = None
             if objective in QUERIES_TEACHER:
-                t_logits, t_hidden = mlp.apply(teacher, x, teacher_cfg)
-                t_logits, t_hidden = jax.lax.stop_gradient((t_logits, t_hidden))
+                t_logits, t_hidden = mlp.apply(teacher.weights, x, teacher_cfg)
+                t_logits, t_hidden = jax.lax.stop_gradient((t_logits[:, shown], t_hidden))
             if objective is Objective.topk:
                 topk_lp, topk_idx = teacher_topk(t_logits, self.distill.top_k)
+            labels = None if self.targets is Targets.auxiliary else batch["y"]
             return OBJECTIVES[name](
-                Student(logits, hidden, p.get("projection")),
-                Teacher(batch["y"], t_logits, topk_lp, topk_idx, t_hidden), hp)
+                Student(logits[:, shown], hidden, p.get("projection")),
+                Teacher(labels, t_logits, topk_lp, topk_idx, t_hidden), hp)
 
-        p = {"mlp": mlp.init(k_init, cfg)}
+        init = teacher.init if self.cfg.same_init else mlp.init(k_init, cfg)
+        p = {"mlp": init}
         if objective is Objective.feature:
             p["projection"] = init_projection(k_proj, cfg.hidden_width,
                                               teacher_cfg.hidden_width)
         p, _ = train(k_train, p, loss_fn, data, weights_N, t.steps, t.batch_size,
                      optimizer_for(t, dyn))
-        return p["mlp"]
+        return Classifier(p["mlp"], teacher.init)
 
     # ---------------------------------------------------------------- metrics
 
@@ -270,28 +378,46 @@ class DigitsWorld:
             per_example += 3 * 2 * cfg.hidden_width * teacher_cfg.hidden_width
         return float(self.train_cfg.steps * self.train_cfg.batch_size * per_example)
 
-    def measure(self, key: Array, params: Params, teacher: Params | None,
+    def measure(self, key: Array, params: Classifier, teacher: Classifier | None,
                 dyn: Dyn | None = None) -> dict[str, Array]:
-        del key, dyn
-        cfg = mlp_config_of(params, self.teacher_mlp.activation)
-        logits, _ = mlp.apply(params, self.x_test, cfg)
-        log_q = jax.nn.log_softmax(logits)
+        cfg = mlp_config_of(params.weights, self.teacher_mlp.activation)
+        logits = self._class_logits(params.weights, self.x_test)
+        probs = jax.nn.softmax(logits)
         nan = jnp.float32(jnp.nan)
-        agreement = kl_ts = nan
+        agreement = kl_ts = subliminal = nan
         teacher_cfg = None
         if teacher is not None:
-            teacher_cfg = mlp_config_of(teacher, cfg.activation)
-            t_logits, _ = mlp.apply(teacher, self.x_test, teacher_cfg)
+            teacher_cfg = mlp_config_of(teacher.weights, cfg.activation)
+            t_logits = self._class_logits(teacher.weights, self.x_test)
             agreement = classification.agreement(t_logits, logits)
-            kl_ts = jnp.mean(kl(jax.nn.log_softmax(t_logits), log_q))
-        return {
-            "accuracy": classification.accuracy(logits, self.y_test).astype(jnp.float32),
+            kl_ts = jnp.mean(kl(jax.nn.log_softmax(t_logits), jax.nn.log_softmax(logits)))
+            if self.targets is Targets.auxiliary:
+                subliminal = classification.accuracy(logits, self.y_test)
+        majority_share = jnp.mean(
+            decoding.probabilities(logits, **self._decoding(dyn))[:, self.majority])
+        labels = decoding.sample(key, logits, **self._decoding(dyn))
+        fairness = {"group_accuracy_gap": nan, "demographic_parity_gap": nan,
+                    "equalized_odds_gap": nan}
+        if self.cfg.group_share > 0:
+            fairness = {
+                "group_accuracy_gap": classification.group_accuracy_gap(
+                    probs, self.y_test, self.group_test),
+                "demographic_parity_gap": classification.demographic_parity_gap(
+                    probs, self.group_test),
+                "equalized_odds_gap": classification.equalized_odds_gap(
+                    probs, self.y_test, self.group_test)}
+        metrics = {
+            "accuracy": classification.accuracy(logits, self.y_test),
             "nll_real": jnp.mean(cross_entropy(logits, self.y_test)),
-            "ece": classification.ece(jnp.exp(log_q), self.y_test),
-            "prior_bias": jnp.abs(jnp.mean(jnp.argmax(logits, -1) == self.majority)
-                                  - self.majority_share),
-            "agreement": jnp.asarray(agreement, jnp.float32),
-            "kl_teacher_student": jnp.asarray(kl_ts, jnp.float32),
-            "params": jnp.float32(mlp.param_count(params)),
-            "train_flops": jnp.float32(self.train_flops(cfg, teacher_cfg)),
+            "prior_bias": jnp.abs(majority_share - self.majority_share),
+            "majority_share": majority_share,
+            "support_coverage": jnp.mean(jnp.any(labels[:, None] == self.classes, axis=0)),
+            "ece": classification.ece(probs, self.y_test),
+            **fairness,
+            "subliminal_accuracy": subliminal,
+            "agreement": agreement,
+            "kl_teacher_student": kl_ts,
+            "params": mlp.param_count(params.weights),
+            "train_flops": self.train_flops(cfg, teacher_cfg),
         }
+        return {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
