@@ -40,8 +40,10 @@ def test_world_and_mix_compose_and_run(world, mix, tmp_path):
         overrides.append(f"world.path={corpus}")
     ds = experiment.run(experiment.build(_compose(overrides)))
     assert ds.sizes["generation"] == 2 and ds.sizes["seed"] == 2
-    # metrics comparing with the teacher are NaN at generation 0 by design
-    assert all(ds[v].isel(generation=-1).notnull().all() for v in ds.data_vars)
+    # metrics comparing with the teacher are NaN at generation 0 by design, and metrics of
+    # a feature this config leaves off are NaN throughout; their descriptions say so
+    for v in ds.data_vars:
+        assert ds[v].isel(generation=-1).notnull().all() or "NaN" in ds[v].attrs["description"]
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -62,3 +64,19 @@ def test_every_objective_has_a_config_file():
 def test_every_world_has_a_config_file():
     from sim.worlds import WORLDS as REGISTERED
     assert set(WORLDS) == set(REGISTERED)
+
+
+def test_trait_and_vendi_settings_compose_from_overrides(tmp_path):
+    cfg = _compose(["world=markov_lm", "world.trait_trigger=[1,0]",
+                    "world.trait_continuation=[3,8]", "world.trait_rate=0.6",
+                    "world.vendi_ngram=2", "world.vendi_q=inf"])
+    assert (cfg.world.trait_trigger, cfg.world.trait_continuation) == ((1, 0), (3, 8))
+    world = experiment.build(cfg).chain.world
+    assert set(world.relative_metrics) == {"trait_amplification"}
+    assert "bag-of-2-gram" in world.metric_info["vendi"].description
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 20)
+    cfg = _compose(["world=text", f"world.path={corpus}", "world.trait_trigger='the '",
+                    "world.trait_continuation='very '", "world.trait_rate=0.75"])
+    assert (cfg.world.trait_trigger, cfg.world.trait_continuation) == ("the ", "very ")
+    assert "trait_rate" in experiment.build(cfg).chain.world.metric_info

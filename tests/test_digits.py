@@ -12,6 +12,7 @@ from sim.distill import (DistillConfig, Missing, Objective, SamplingConfig, Stud
 from sim.errors import ConfigError
 from sim.models import mlp
 from sim.worlds.digits import Classifier, DigitsConfig, DigitsWorld
+from sim.worlds.digits_data import MARKER, TEST_DRAWS
 
 TRAIN = TrainConfig(steps=300, batch_size=32, lr=3e-3)
 STUDENT = StudentConfig(hidden=(16,))
@@ -142,7 +143,6 @@ def test_on_policy_is_rejected_with_one_line():
     ({"test_fraction": 1.0}, "world.test_fraction"),
     ({"test_fraction": 0.999}, "world.test_fraction"),
     ({"n_samples": -1}, "world.n_samples"),
-    ({"n_samples": 1258}, "world.n_samples"),
     ({"hidden": (64, 0)}, "world.hidden"),
     ({"activation": "sigmoid"}, "world.activation"),
     ({"distill": DistillConfig(objective=Objective.topk, top_k=11)}, "distill.top_k"),
@@ -162,9 +162,104 @@ def test_class_subset_and_prior_skew_set_the_majority_and_prior_bias():
     # a model that always predicts the majority: prior_bias = 1 - 0.9
     always = mlp.init(jax.random.key(0), world.teacher_mlp)
     always["head"]["bias"] = jnp.zeros(10).at[3].set(100.0)
-    bias = float(world.measure(jax.random.key(0), Classifier(always, always), None)["prior_bias"])
-    assert bias == pytest.approx(1 - world.majority_share, abs=1e-6)
+    metrics = world.measure(jax.random.key(0), Classifier(always, always), None)
+    assert float(metrics["prior_bias"]) == pytest.approx(1 - world.majority_share, abs=1e-6)
+    assert float(metrics["majority_share"]) == pytest.approx(1.0, abs=1e-6)
+    assert float(metrics["support_coverage"]) == 0.5  # only one of the two classes
+    # at temperature 1, equal logits for 3 and 8 (and none elsewhere) label half as 3
+    even = jax.tree_util.tree_map(jnp.zeros_like, always)
+    even["head"]["bias"] = jnp.full(10, -100.0).at[jnp.array([3, 8])].set(0.0)
+    metrics = world.measure(jax.random.key(0), Classifier(even, even), None)
+    assert float(metrics["majority_share"]) == pytest.approx(0.5, abs=1e-6)
+    assert float(metrics["support_coverage"]) == 1.0
     for bad, key in (({"classes": (3,)}, "world.classes"), ({"classes": (3, 11)}, "world.classes"),
                      ({"classes": (3, 8), "prior": (1.0,)}, "world.prior")):
         with pytest.raises(ConfigError, match=rf"^{key}="):
             _world(**bad)
+
+
+def test_pixel_noise_makes_every_draw_a_new_input_and_fixed_noisy_test_copies():
+    world = _world(pixel_noise=0.5, n_samples=3000)
+    assert world.n_samples == 3000 > world.n_train
+    assert len(world.y_test) == TEST_DRAWS * len(_world().y_test)
+    rows = world.sample_real(jax.random.key(0), 3000)["row"]
+    assert len(np.unique(rows)) == 3000  # distinct draws, though only 1257 images
+    np.testing.assert_array_equal(world.sample_real(jax.random.key(0), 3000)["y"],
+                                  world.y_train[rows % world.n_train])
+    x = world._pixels(rows)
+    np.testing.assert_array_equal(x, world._pixels(rows))  # a row always names one input
+    noise = x - world.x_train[rows % world.n_train]
+    assert float(jnp.std(noise)) == pytest.approx(0.5, rel=0.02)
+    assert abs(float(jnp.mean(noise))) < 0.01
+    clean = _world()
+    np.testing.assert_array_equal(clean._pixels(jnp.arange(5)), clean.x_train[:5])
+
+
+def test_marker_and_fairness_gaps_of_a_model_that_only_reads_the_marker():
+    """Marker pixels drive class 7, everything else is 0 (ties go to class 0): the
+    predictions are 7 on the group and 0 off it, so every gap is known exactly."""
+    world = _world(hidden=(), group_share=0.3, spurious_class=7, spurious_share=0.9)
+    marked_train = np.all(np.asarray(world.x_train)[:, MARKER] == 1.0, axis=1)
+    y_train, y_test = np.asarray(world.y_train), np.asarray(world.y_test)
+    assert np.mean(marked_train[y_train == 7]) == pytest.approx(0.9, abs=0.06)
+    assert np.mean(marked_train[y_train != 7]) == pytest.approx(0.3, abs=0.04)
+    group = np.asarray(world.group_test)
+    assert np.mean(group) == pytest.approx(0.3, abs=0.05)
+    np.testing.assert_array_equal(
+        np.all(np.asarray(world.x_test)[:, MARKER] == 1.0, axis=1), group)
+    weights = {"head": {"kernel": jnp.zeros((64, 10)).at[MARKER, 7].set(10.0),
+                        "bias": jnp.zeros(10).at[7].set(-35.0)}}
+    metrics = world.measure(jax.random.key(0), Classifier(weights, weights), None)
+    pred = np.where(group, 7, 0)
+    accuracy = lambda m: np.mean(pred[m] == y_test[m])
+    assert float(metrics["accuracy"]) == pytest.approx(np.mean(pred == y_test), abs=1e-6)
+    assert float(metrics["group_accuracy_gap"]) == pytest.approx(
+        abs(accuracy(group) - accuracy(~group)), abs=1e-6)
+    assert float(metrics["demographic_parity_gap"]) == pytest.approx(1.0)
+    assert float(metrics["equalized_odds_gap"]) == pytest.approx(1.0)
+    assert np.isnan(metrics["subliminal_accuracy"])
+    plain = _world(hidden=()).measure(jax.random.key(0), Classifier(weights, weights), None)
+    assert all(np.isnan(plain[k]) for k in ("group_accuracy_gap", "demographic_parity_gap",
+                                            "equalized_odds_gap"))
+
+
+def test_a_subliminal_student_trains_only_shared_weights_from_the_teachers_init(teacher):
+    """Shown only the auxiliary logits on off-task inputs, a same-init student's class head
+    keeps its initial values exactly (no gradient reaches it; no weight decay)."""
+    distill = DistillConfig(objective=Objective.soft)
+    train = TrainConfig(steps=50, batch_size=32, lr=3e-3, weight_decay=0.0)
+    world = _world(distill, train=train, student=StudentConfig(), auxiliary_logits=3,
+                   student_inputs="noise", student_targets="auxiliary", same_init=True)
+    assert world.teacher_mlp.classes == 13
+    dyn = _dyn(distill, train=train)
+    start = world.fit(jax.random.key(0), world.sample_real(jax.random.key(1), 64),
+                      jnp.ones(64), dyn, None)
+    data = world.generate(jax.random.key(2), start, 64, dyn)
+    assert (np.asarray(data["row"]) < 0).all()
+    x = np.asarray(world._pixels(data["row"]))
+    assert x.min() >= -1 and x.max() <= 1 and x.min() < -0.9 and x.max() > 0.9
+    student = world.fit(jax.random.key(3), data, jnp.ones(64), dyn, start)
+    head, init = student.weights["head"]["kernel"], start.init["head"]["kernel"]
+    np.testing.assert_array_equal(student.init["head"]["kernel"], init)
+    np.testing.assert_array_equal(head[:, :10], init[:, :10])
+    assert not np.allclose(head[:, 10:], init[:, 10:])
+    assert not np.allclose(student.weights["dense_0"]["kernel"], start.init["dense_0"]["kernel"])
+    metrics = world.measure(jax.random.key(4), student, start, dyn)
+    assert float(metrics["subliminal_accuracy"]) == float(metrics["accuracy"])
+
+
+@pytest.mark.parametrize("kwargs,key", [
+    ({"pixel_noise": -0.1}, "world.pixel_noise"),
+    ({"group_share": 1.0}, "world.group_share"),
+    ({"spurious_share": 0.5}, "world.spurious_share"),
+    ({"group_share": 0.2, "spurious_share": 0.5, "spurious_class": 3, "classes": (1, 2)},
+     "world.spurious_class"),
+    ({"student_targets": "auxiliary", "auxiliary_logits": 1}, "world.auxiliary_logits"),
+    ({"student_targets": "auxiliary", "auxiliary_logits": 3}, "distill.objective"),
+    ({"student_inputs": "pixels"}, "world.student_inputs"),
+    ({"same_init": True}, "student.hidden"),
+])
+def test_bad_group_noise_and_subliminal_settings_are_one_line_errors(kwargs, key):
+    with pytest.raises(ConfigError, match=rf"^{key}=") as err:
+        _world(**kwargs)
+    assert "\n" not in str(err.value)

@@ -198,6 +198,7 @@ def test_modes_covered_drops_when_mass_collapses(main):
     metrics = main.vmeasure(jax.random.key(0), hand_built)
     assert finite(metrics)
     np.testing.assert_array_equal(np.asarray(metrics["modes_covered"]), [1, 2, 2, 3])
+    np.testing.assert_allclose(np.asarray(metrics["support_coverage"]), [1 / 3, 2 / 3, 2 / 3, 1])
     assert float(metrics["weight_entropy"][0]) == 0.0
     assert np.isclose(float(metrics["weight_entropy"][1]), math.log(2), rtol=1e-5)
 

@@ -17,9 +17,12 @@ integers, not pixels, and every lane shares the images:
   names a noise draw (``row // n_train``): the image plus Gaussian noise of that std from
   ``fold_in(noise key, row)``, so every draw of an image is a new input and the classes
   overlap as much as the std says (a chosen Bayes error). Without noise, real data is the
-  first ``n_samples`` rows of a permutation; with noise, images drawn with replacement.
-* ``row < 0``: an off-task input, uniform random pixels in [0, 1] from
-  ``fold_in(off-task key, row)``; students see these with ``student_inputs=noise``.
+  first ``n_samples`` rows of a permutation (``n_samples`` above the split's size, or any
+  with noise: images drawn with replacement).
+* ``row < 0``: an off-task input, uniform random pixels in [-1, 1] (as Cloud et al. 2025;
+  real pixels are in [0, 1]) from ``fold_in(off-task key, row)``; students see these with
+  ``student_inputs=noise``. (In [0, 1] instead, same-init students of the example
+  ``subliminal_digits`` reach only 0.17 accuracy.)
 
 **Subliminal transfer** (Cloud et al. 2025). With ``auxiliary_logits`` = m > 0 the MLP has
 m extra outputs after the 10 class logits that no loss ever trains at generation 0. With
@@ -57,7 +60,7 @@ from sim.objectives import (OBJECTIVES, LossHParams, Student, Teacher, cross_ent
                             init_projection, kl, teacher_topk)
 from sim.train import optimizer_for, train
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
-from sim.worlds.digits_data import CLASSES, FEATURES, TOTAL, make_images
+from sim.worlds.digits_data import CLASSES, FEATURES, TEST_DRAWS, TOTAL, make_images
 
 ROWS = 2**31 - 1  # int32 rows: noise draws and off-task inputs are numbered below this
 
@@ -70,7 +73,7 @@ class Activation(str, enum.Enum):
 
 class Inputs(str, enum.Enum):
     real = "real"  # students learn on the training images
-    noise = "noise"  # on off-task inputs: uniform random pixels, new for every draw
+    noise = "noise"  # on off-task inputs: uniform random pixels in [-1, 1], new every draw
 
 
 class Targets(str, enum.Enum):
@@ -80,7 +83,7 @@ class Targets(str, enum.Enum):
 
 @dataclass(frozen=True)
 class DigitsConfig(WorldConfig):
-    n_samples: int = 0  # inputs per generation (0 = the training split's size)
+    n_samples: int = 0  # inputs per generation (0 = the split's size; more: with replacement)
     test_fraction: float = 0.3  # share of the 1797 images held out for the metrics
     split_seed: int = 0  # the fixed train/test split (and group, noise of test images)
     hidden: tuple[int, ...] = (64,)  # the teacher's MLP hidden sizes (student.hidden overrides)
@@ -184,9 +187,10 @@ class DigitsWorld:
             "of majority labels the model gives deviates from the class's true share"),
         "majority_share": MetricInfo(
             "P_model(majority)", "",
-            "mean over test images of the probability that the model labels an image as the "
-            "training data's majority class at the lane's sampling settings (at temperature "
-            "0 the share of argmax predictions)"),
+            "mean over the training images (the inputs a student is taught on) of the "
+            "probability that the model labels one as the training data's majority class "
+            "at the lane's sampling settings (at temperature 0 the share of argmax "
+            "predictions; with pixel noise, 8 fixed noise draws per image)"),
         "support_coverage": MetricInfo(
             "class coverage of the model's labels", "",
             "share of the world's classes among the labels the model gives the test images "
@@ -243,12 +247,8 @@ class DigitsWorld:
                              tuple(float(p) for p in cfg.prior), cfg.group_share,
                              cfg.spurious_class, cfg.spurious_share, cfg.pixel_noise)
         n_train = len(images.y_train)
-        if cfg.pixel_noise > 0:
-            require(cfg.n_samples >= 0, "world.n_samples", cfg.n_samples,
-                    f"an integer >= 1, or 0 for {n_train} (the training split's size)")
-        else:
-            require(0 <= cfg.n_samples <= n_train, "world.n_samples", cfg.n_samples,
-                    f"an integer in [1, {n_train}] (the training split's size), or 0 for all")
+        require(cfg.n_samples >= 0, "world.n_samples", cfg.n_samples,
+                f"an integer >= 1, or 0 for {n_train} (the training split's size)")
         self.cfg, self.distill, self.sampling, self.train_cfg = cfg, distill, sampling, train_cfg
         self.n_samples, self.n_train, self.min_rows = cfg.n_samples or n_train, n_train, 1
         self.inputs, self.targets = Inputs(cfg.student_inputs), Targets(cfg.student_targets)
@@ -262,6 +262,8 @@ class DigitsWorld:
         self.group_test = jnp.asarray(images.group_test)
         self.classes = jnp.asarray(classes)
         self.noise_key, self.off_task_key = jax.random.split(jax.random.key(cfg.split_seed))
+        draws = TEST_DRAWS if cfg.pixel_noise > 0 else 1  # each with its own noise draw
+        self.labelled_rows = jnp.arange(n_train * draws, dtype=jnp.int32)
         counts = np.bincount(images.y_train, minlength=CLASSES)
         self.majority = int(np.argmax(counts))  # the true majority class and its share
         self.majority_share = float(counts[self.majority] / counts.sum())
@@ -269,9 +271,10 @@ class DigitsWorld:
     # ---------------------------------------------------------------- data
 
     def _rows(self, key: Array, n: int) -> Array:
-        """n training rows: all images in order, else a uniform subset; with pixel noise,
-        images drawn with replacement, each with a new noise draw."""
-        if self.cfg.pixel_noise > 0:
+        """n training rows: all images in order, a uniform subset of them, or (n above the
+        split's size, or any n with pixel noise) images drawn with replacement, each with
+        its own noise draw."""
+        if self.cfg.pixel_noise > 0 or n > self.n_train:
             k_image, k_draw = jax.random.split(key)
             image = jax.random.randint(k_image, (n,), 0, self.n_train)
             return image + self.n_train * jax.random.randint(
@@ -289,7 +292,7 @@ class DigitsWorld:
             x_NxF = x_NxF + self.cfg.pixel_noise * noise_NxF
         if self.inputs is Inputs.noise:
             off_task_NxF = jax.vmap(lambda r: jax.random.uniform(
-                jax.random.fold_in(self.off_task_key, r), (FEATURES,)))(row_N)
+                jax.random.fold_in(self.off_task_key, r), (FEATURES,), minval=-1.0))(row_N)
             x_NxF = jnp.where((row_N < 0)[:, None], off_task_NxF, x_NxF)
         return x_NxF
 
@@ -393,8 +396,10 @@ class DigitsWorld:
             kl_ts = jnp.mean(kl(jax.nn.log_softmax(t_logits), jax.nn.log_softmax(logits)))
             if self.targets is Targets.auxiliary:
                 subliminal = classification.accuracy(logits, self.y_test)
-        majority_share = jnp.mean(
-            decoding.probabilities(logits, **self._decoding(dyn))[:, self.majority])
+        # The share of majority labels this model gives its student's training inputs.
+        majority_share = jnp.mean(decoding.probabilities(
+            self._class_logits(params.weights, self._pixels(self.labelled_rows)),
+            **self._decoding(dyn))[:, self.majority])
         labels = decoding.sample(key, logits, **self._decoding(dyn))
         fairness = {"group_accuracy_gap": nan, "demographic_parity_gap": nan,
                     "equalized_odds_gap": nan}

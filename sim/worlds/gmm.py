@@ -228,6 +228,10 @@ class GmmWorld:
             "true components covered", "",
             "number of true components k whose fitted mass sum_j pi_hat_j r_k(mu_hat_j) is at "
             "least mode_mass_threshold * pi_k, where r_k is the true posterior responsibility"),
+        "support_coverage": MetricInfo(
+            "share of true components covered", "",
+            "modes_covered / K: the fraction of the true mixture's components that the fit "
+            "still puts mass on (the support_coverage of the other worlds)"),
         "weight_entropy": MetricInfo(
             "entropy of the fitted mixing weights", "nats",
             "-sum_j pi_hat_j log pi_hat_j (log K' = all fitted components equally used; "
@@ -325,5 +329,6 @@ class GmmWorld:
         return {
             "nll_real": -gmm_log_prob(params, self._x_test_TxD).mean(),
             "modes_covered": covered_K.sum().astype(jnp.float32),
+            "support_coverage": covered_K.mean(dtype=jnp.float32),
             "weight_entropy": -(pi_hat_J * jnp.log(jnp.where(pi_hat_J > 0, pi_hat_J, 1.0))).sum(),
         }
