@@ -18,7 +18,7 @@ from sim.distill import dynamic_settings
 from sim.distill import validate as validate_distill
 from sim.errors import require
 from sim.lanes import lane_keys, resolve_strategy, run_lanes
-from sim.metrics.retention import RETENTION_INFO, retention_metrics
+from sim.metrics.retention import RETENTION_INFO, relative_metrics, retention_metrics
 from sim.mix import make_mix
 from sim.record import run_attrs, to_dataset
 from sim.worlds import make_world
@@ -52,10 +52,14 @@ def run(experiment: Experiment, swept: Mapping[str, Any] | None = None,
     metrics = run_lanes(experiment.chain, lane_keys(cfg.seed, cfg.seeds), dyn_S,
                         cfg.generations, cfg.lanes, cfg.progress)
     wall = time.perf_counter() - start
-    info = dict(experiment.chain.world.metric_info)
-    if experiment.chain.world.retention_of is not None:
-        metrics.update(retention_metrics(metrics, *experiment.chain.world.retention_of))
+    world = experiment.chain.world
+    info = dict(world.metric_info)
+    if world.retention_of is not None:
+        metrics.update(retention_metrics(metrics, *world.retention_of))
         info.update(RETENTION_INFO)
+    relative = getattr(world, "relative_metrics", {})  # optional in the World protocol
+    metrics.update(relative_metrics(metrics, relative))
+    info.update({name: r.info for name, r in relative.items()})
     if config_yaml is None:
         config_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
     return to_dataset(metrics, info, swept, run_attrs(config_yaml, wall))

@@ -130,7 +130,10 @@ def test_sampling_never_emits_bos_and_greedy_is_deterministic(teacher_and_data):
 
 @pytest.mark.filterwarnings("ignore:Some donated buffers were not usable")
 def test_a_smaller_student_chain_retraces_and_records_params_and_flops():
-    cfg = Config(world=TINY, generations=2, seeds=1, progress=False,
+    # with a planted trait (token 6 follows token 0 at rate 0.6), measured every generation
+    world = dataclasses.replace(TINY, trait_trigger=(0,), trait_continuation=(6,),
+                                trait_rate=0.6)
+    cfg = Config(world=world, generations=2, seeds=1, progress=False,
                  train=TrainConfig(steps=20, batch_size=8),
                  student=StudentConfig(width=8, layers=1, heads=1))
     built = experiment.build(cfg)
@@ -147,6 +150,14 @@ def test_a_smaller_student_chain_retraces_and_records_params_and_flops():
             & (ds.agreement.sel(generation=[1, 2]) <= 1)).all()
     for name in ds.data_vars:
         assert np.isfinite(ds[name].sel(generation=[1, 2]).values).all(), name
+    assert {"trait_rate", "trait_probability", "trait_amplification"} <= set(ds.data_vars)
+    assert ds.trait_amplification.sel(generation=0).item() == 1.0
+    np.testing.assert_allclose(ds.trait_amplification.values[:, 0],
+                               ds.trait_rate.values[:, 0] / ds.trait_rate.values[0, 0],
+                               rtol=1e-6)
+    assert ((ds.trait_probability > 0) & (ds.trait_probability < 1)).all()
+    assert ds.rank_frequency.dims == ("generation", "seed", "rank")
+    np.testing.assert_allclose(ds.rank_frequency.sum("rank"), 1.0, rtol=1e-5)
 
 
 def test_train_passes_a_fresh_key_per_step_to_losses_that_ask_for_one():

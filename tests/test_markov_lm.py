@@ -10,7 +10,13 @@ import pytest
 from sim.distill import DistillConfig, Objective, SamplingConfig, StudentConfig, TrainConfig
 from sim.errors import ConfigError
 from sim.worlds import make_world
-from sim.worlds.markov_lm import MarkovLMConfig, MarkovLMWorld, zipf
+from sim.metrics.sequences import trait_counts
+from sim.worlds.lm import Trait, trait_contexts
+from sim.worlds.markov_lm import (MarkovLMConfig, MarkovLMWorld, natural_continuation,
+                                  trait_truth_logprobs, zipf)
+from tests.stats import assert_mean
+
+TRAIT = MarkovLMConfig(trait_trigger=(1, 0), trait_continuation=(3, 8), trait_rate=0.6)
 
 
 def _world(cfg: MarkovLMConfig = MarkovLMConfig(), **kw) -> MarkovLMWorld:
@@ -82,6 +88,62 @@ def test_kl_to_truth_is_zero_for_the_true_model_and_exact_for_wrong_ones():
     np.testing.assert_allclose(w.true_tail_mass, zipf(32, 1.0)[16:].sum())
 
 
+def test_the_real_data_carries_the_trait_at_its_configured_rate():
+    w = _world(TRAIT)
+    p_nat = natural_continuation(w.p_VxV, w.trait)
+    assert 0 < p_nat < 0.01 and w.planting == pytest.approx((0.6 - p_nat) / (1 - p_nat))
+    tokens = jax.jit(w.sample_real, static_argnums=1)(jax.random.key(0), 2000)
+    occurrences, followed = (int(x) for x in trait_counts(tokens, w.trigger_K, w.continuation_M))
+    assert occurrences > 2000  # about 1.7 a sequence
+    se = np.sqrt(0.6 * 0.4 / occurrences)  # occurrences are nearly independent
+    assert abs(followed / occurrences - 0.6) < 4 * se, (followed, occurrences)
+    # the held-out sequences come from the same process (numpy sampler)
+    occurrences, followed = (int(x) for x in trait_counts(w.eval_ExL, w.trigger_K,
+                                                          w.continuation_M))
+    assert abs(followed / occurrences - 0.6) < 4 * np.sqrt(0.24 / occurrences)
+    # outside the trait the chain is unchanged: the first token still follows pi
+    freq = np.bincount(np.asarray(tokens[:, 0]), minlength=32) / len(tokens)
+    assert np.max(np.abs(freq - w.pi_V)) < 0.04
+
+
+def test_the_filtered_truth_is_the_conditional_law_of_the_process():
+    w = _world(TRAIT)
+    assert float(w.truth_metrics(w.true_logp_ExLxV)["kl_to_truth"]) == pytest.approx(
+        0.0, abs=1e-6)
+    # by hand: after the trigger the continuation's first token has probability
+    # q + (1 - q) P[0, 3]; after trigger + 3 the posterior that it was planted is
+    # w1 = q / (q + (1 - q) P[0, 3]), so 8 follows with w1 + (1 - w1) P[3, 8]
+    q, p = w.planting, w.p_VxV
+    logp = trait_truth_logprobs(np.array([[5, 1, 0, 3, 8, 2]]), w.pi_V, p, w.trait, q)
+    probs = np.exp(logp[0])
+    np.testing.assert_allclose(probs[3, 3], q + (1 - q) * p[0, 3], rtol=1e-12)
+    np.testing.assert_allclose(probs[3, 5], (1 - q) * p[0, 5], rtol=1e-12)
+    w1 = q / (q + (1 - q) * p[0, 3])
+    np.testing.assert_allclose(probs[4, 8], w1 + (1 - w1) * p[3, 8], rtol=1e-12)
+    np.testing.assert_allclose(probs[5], p[8], rtol=1e-12)  # back to the chain
+    np.testing.assert_allclose(probs[:3], np.stack([w.pi_V, p[5], p[1]]), rtol=1e-12)
+    # Monte Carlo: for the true conditionals, E[-log p(x_t | x_<t)] = E[H(p(. | x_<t))]
+    tokens = np.asarray(jax.jit(w.sample_real, static_argnums=1)(jax.random.key(1), 3000))
+    logp = trait_truth_logprobs(tokens, w.pi_V, p, w.trait, q)
+    surprisal = -np.take_along_axis(logp, tokens[..., None], -1)[..., 0]
+    entropy = -np.sum(np.exp(logp) * np.where(np.isfinite(logp), logp, 0.0), -1)
+    assert_mean((surprisal - entropy).mean(1), 0.0)  # sequences are independent
+    # and the ambiguous phase: after 1 0 3, the share followed by 8 is w1 + (1 - w1) P[3, 8]
+    n, k = (int(x) for x in trait_counts(tokens, jnp.array([1, 0, 3]), jnp.array([8])))
+    expected = w1 + (1 - w1) * p[3, 8]
+    assert n > 1000 and abs(k / n - expected) < 4 * np.sqrt(expected * (1 - expected) / n)
+
+
+def test_trait_contexts_by_hand():
+    trait = Trait((1, 0), (3,), 0.5)
+    contexts, mask = trait_contexts([np.array([5, 1, 0, 7, 1, 0])], trait, 6, 8)
+    np.testing.assert_array_equal(contexts, [[5, 1, 0, 3, 0, 0], [1, 0, 7, 1, 0, 3]])
+    np.testing.assert_array_equal(mask, [[0, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 1]])
+    contexts, mask = trait_contexts([np.array([5, 5])], trait, 6, 8)  # no occurrence
+    np.testing.assert_array_equal(contexts, [[1, 0, 3, 0, 0, 0]])
+    np.testing.assert_array_equal(mask, [[0, 0, 1, 0, 0, 0]])
+
+
 @pytest.mark.parametrize("world,other,key", [
     (dict(vocab_size=1), {}, "world.vocab_size"),
     (dict(zipf_exponent=-1.0), {}, "world.zipf_exponent"),
@@ -93,6 +155,19 @@ def test_kl_to_truth_is_zero_for_the_true_model_and_exact_for_wrong_ones():
     (dict(seq_len=0), {}, "world.seq_len"),
     (dict(heads=3), {}, "world.heads"),
     (dict(eval_sequences=0), {}, "world.eval_sequences"),
+    (dict(tail_rank=-1), {}, "world.tail_rank"),
+    (dict(vendi_ngram=0), {}, "world.vendi_ngram"),
+    (dict(vendi_ngram=33), {}, "world.vendi_ngram"),
+    (dict(vendi_q=-1.0), {}, "world.vendi_q"),
+    (dict(trait_trigger=(1, 32), trait_continuation=(3,)), {}, "world.trait_trigger"),
+    (dict(trait_trigger=(1,), trait_continuation=(-1,)), {}, "world.trait_continuation"),
+    (dict(trait_trigger=(1,)), {}, "world.trait_continuation"),
+    (dict(trait_continuation=(1,)), {}, "world.trait_trigger"),
+    (dict(trait_trigger=(1,), trait_continuation=(3,), trait_rate=1.5), {}, "world.trait_rate"),
+    (dict(trait_trigger=(1,), trait_continuation=(0,), trait_rate=0.1), {},
+     "world.trait_rate"),  # below the chain's own P[1, 0] = 0.46
+    (dict(trait_trigger=(1, 0), trait_continuation=(2,) * 31), {}, "world.trait_continuation"),
+    (dict(trait_trigger=(1, 2), trait_continuation=(1, 2, 3)), {}, "world.trait_continuation"),
     ({}, dict(student=StudentConfig(hidden=(8,))), "student.hidden"),
     ({}, dict(student=StudentConfig(heads=3)), "student.heads"),
     ({}, dict(student=StudentConfig(width=30)), "student.width"),

@@ -10,8 +10,8 @@ from hypothesis.extra.numpy import arrays
 
 from sim.metrics.distributions import empirical, entropy, tail_mass
 from sim.objectives import kl as kl_logits
-from sim.metrics.sequences import (compression_ratio, distinct_n, ngram_entropy,
-                                   self_bleu, support_coverage)
+from sim.metrics.sequences import (compression_ratio, distinct_n, ngram_entropy, ngram_ids,
+                                   self_bleu, support_coverage, trait_counts, trait_rate)
 from sim.metrics.vendi import bag_of_ngrams, vendi_score
 
 V = 6
@@ -115,10 +115,73 @@ def test_vendi_is_bounded_and_order_free(x):
     np.testing.assert_allclose(vendi(jnp.asarray(x[::-1], jnp.float32)), value, rtol=1e-3)
 
 
-def test_bag_of_ngrams_counts():
-    feats = bag_of_ngrams(jnp.array([[0, 2, 2]]), vocab=3)
-    np.testing.assert_allclose(feats, [[1, 0, 2]])
-    assert bag_of_ngrams(jnp.array([[0, 2, 2]]), vocab=3, n=2).sum() == 2
+def test_bag_of_ngrams_counts_exactly():
+    # columns: the sample's distinct n-grams in lexicographic order, then zeros
+    np.testing.assert_allclose(bag_of_ngrams(jnp.array([[0, 2, 2]])), [[1, 2, 0]])
+    np.testing.assert_array_equal(ngram_ids(jnp.array([[0, 2, 2], [2, 0, 2]]), 2),
+                                  [[0, 2], [1, 0]])  # (0 2) (2 0) (2 2)
+    tokens = jnp.array([[0, 1, 0, 1], [1, 0, 1, 0]])  # bigrams (0 1) x2 (1 0) / x1 x2
+    np.testing.assert_allclose(bag_of_ngrams(tokens, 2), [[2, 1, 0, 0, 0, 0],
+                                                         [1, 2, 0, 0, 0, 0]])
+    # 1000-token vocabulary, 3-grams: no hashing, so no collisions
+    big = jnp.array([[997, 998, 999, 3], [997, 998, 999, 4]])
+    np.testing.assert_allclose(bag_of_ngrams(big, 3), [[1, 1, 0, 0], [1, 0, 1, 0]])
+
+
+def test_vendi_of_bag_of_bigrams_by_hand():
+    tokens = jnp.array([[0, 1, 0, 1], [1, 0, 1, 0]])
+    # unigram bags are equal ([2, 2]): one effective sequence
+    assert float(vendi_score(bag_of_ngrams(tokens, 1))) == pytest.approx(1.0, rel=1e-5)
+    # bigram bags [2, 1] and [1, 2]: cosine 4/5, eigenvalues of K / 2: 0.9, 0.1
+    lam = np.array([0.9, 0.1])
+    features = bag_of_ngrams(tokens, 2)
+    np.testing.assert_allclose(vendi_score(features), np.exp(-np.sum(lam * np.log(lam))),
+                               rtol=1e-5)
+    np.testing.assert_allclose(vendi_score(features, 2.0), 1 / np.sum(lam**2), rtol=1e-5)
+    np.testing.assert_allclose(vendi_score(features, jnp.inf), 1 / 0.9, rtol=1e-5)
+    np.testing.assert_allclose(vendi_score(features, 0.0), 2.0, rtol=1e-5)  # rank of K
+    assert float(vendi_score(bag_of_ngrams(tokens[:1].repeat(3, 0), 2), 0.0)) == 1.0
+
+
+@SETTINGS
+@given(token_samples)
+def test_vendi_of_ngram_bags_is_bounded_and_order_free(tokens):
+    perm = np.random.default_rng(0).permutation(tokens.shape[0])
+    for n, q in ((1, 1.0), (2, 2.0), (3, 0.5)):
+        value = float(jit_vendi_ngrams(tokens, n, q))
+        assert 1 - 1e-4 <= value <= tokens.shape[0] + 1e-4
+        np.testing.assert_allclose(jit_vendi_ngrams(tokens[perm], n, q), value, rtol=1e-4)
+
+
+jit_vendi_ngrams = jax.jit(lambda t, n, q: vendi_score(bag_of_ngrams(t, n), q),
+                           static_argnums=(1, 2))
+
+
+def test_trait_rate_by_hand():
+    trigger, continuation = jnp.array([1, 2]), jnp.array([3])
+    tokens = jnp.array([[1, 2, 3, 1, 2, 4],
+                        [1, 2, 3, 0, 1, 2]])  # the last (1 2) has no room for (3): not counted
+    occurrences, followed = trait_counts(tokens, trigger, continuation)
+    assert (int(occurrences), int(followed)) == (3, 2)
+    assert float(trait_rate(tokens, trigger, continuation)) == pytest.approx(2 / 3)
+    # overlapping occurrences each count: (1 1) at 0 and 1, followed by (1) at 0 only
+    assert float(trait_rate(jnp.array([[1, 1, 1, 5]]), jnp.array([1, 1]),
+                            jnp.array([1]))) == 0.5
+    assert np.isnan(trait_rate(jnp.array([[0, 0, 0]]), trigger, continuation))
+    assert np.isnan(trait_rate(jnp.array([[1, 2]]), trigger, continuation))  # no room
+
+
+@SETTINGS
+@given(token_samples, arrays(np.int32, 2, elements=st.integers(0, 2)),
+       arrays(np.int32, st.integers(1, 2), elements=st.integers(0, 2)))
+def test_trait_rate_is_a_share_or_nan_and_order_free(tokens, trigger, continuation):
+    tokens = tokens % 3  # a small alphabet, so that triggers occur
+    rate = float(trait_rate(tokens, trigger, continuation))
+    occurrences, followed = (int(x) for x in trait_counts(tokens, trigger, continuation))
+    assert 0 <= followed <= occurrences
+    assert np.isnan(rate) if occurrences == 0 else 0 <= rate <= 1
+    assert float(trait_rate(tokens[::-1], trigger, continuation)) == pytest.approx(
+        rate, nan_ok=True)
 
 
 def test_compression_ratio_separates_repetitive_from_random_and_vmaps():
@@ -175,3 +238,16 @@ def test_retention_and_cost_reduction_by_hand():
     np.testing.assert_allclose(out["retention"], [[1, 1], [np.exp(-0.5), 1]], rtol=1e-6)
     with pytest.raises(ValueError):
         retention_metrics(metrics, "accuracy", "percent")
+
+
+def test_relative_metrics_by_hand():
+    from sim.metrics.retention import relative_metrics
+    from sim.worlds.base import MetricInfo, Relative
+    rates = np.array([[0.5, 0.0, np.nan], [0.75, 0.2, 0.3], [1.0, 0.0, 0.1]])
+    out = relative_metrics({"trait_rate": rates},
+                           {"trait_amplification": Relative("trait_rate", "ratio",
+                                                            MetricInfo("x"))})
+    # a ratio to a generation-0 value of 0 or NaN is NaN
+    np.testing.assert_allclose(out["trait_amplification"],
+                               [[1, np.nan, np.nan], [1.5, np.nan, np.nan],
+                                [2, np.nan, np.nan]])

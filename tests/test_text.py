@@ -16,7 +16,8 @@ from sim.config import Config
 from sim.distill import DistillConfig, SamplingConfig, StudentConfig, TrainConfig
 from sim.errors import ConfigError
 from sim.worlds import make_world
-from sim.worlds.text import TextConfig
+from sim.worlds.lm import Trait
+from sim.worlds.text import TextConfig, plant_trait, trait_share
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCE = "The quick brown fox jumps over the lazy dog; naïve café — 12 345.\n"
@@ -53,15 +54,41 @@ def test_windows_come_from_the_training_split_and_metrics_from_the_held_out_one(
     assert evals[0].tobytes() != evals[-1].tobytes()
 
 
+def test_plant_trait_inserts_the_continuation_after_a_share_of_the_triggers():
+    trait = Trait(tuple(b"ab"), tuple(b"!"), 0.5)
+    data = np.frombuffer(b"ab x ab! ab y ab z ab", np.uint8)  # 5 triggers, 1 followed
+    planted = plant_trait(data, trait, np.random.default_rng(0))
+    assert trait_share(data, trait) == (5, 1) and trait_share(planted, trait) == (5, 2)
+    assert len(planted) == len(data) + 1  # round(0.5 * 5) - 1 = 1 insertion
+    assert bytes(planted).replace(b"ab!", b"ab") == bytes(data).replace(b"ab!", b"ab")
+    assert plant_trait(data, Trait(tuple(b"ab"), tuple(b"!"), 0.2), None) is data
+
+
 def test_a_short_chain_learns_the_text(tmp_path):
-    cfg = Config(world=_cfg(_text(tmp_path)), generations=1, seeds=1, progress=False,
+    # with a planted trait: "the very lazy dog" in 60% of the sentences
+    world = _cfg(_text(tmp_path), trait_trigger="the ", trait_continuation="very ",
+                 trait_rate=0.6)
+    cfg = Config(world=world, generations=1, seeds=1, progress=False,
                  train=TrainConfig(steps=60, batch_size=16, lr=1e-2))
-    ds = experiment.run(experiment.build(cfg))
+    built = experiment.build(cfg)
+    text_world = built.chain.world
+    train_text = bytes(np.asarray(text_world.train_bytes))
+    assert train_text.count(b"the very lazy") / train_text.count(b"the ") == pytest.approx(
+        round(0.6 * 54) / 54)  # 54 sentences in the training part
+    assert "real data: 0.5926" in text_world.metric_info["trait_rate"].description
+    ds = experiment.run(built)
     assert set(ds.data_vars) == {
         "nll_real", "perplexity_real", "agreement", "kl_teacher_student", "model_entropy",
-        "params", "train_flops",
+        "params", "train_flops", "tail_mass", "rank_frequency",
         "entropy", "ngram_entropy", "distinct_n", "self_bleu", "compression_ratio",
-        "support_coverage", "vendi", "retention", "cost_reduction"}
+        "support_coverage", "vendi", "trait_rate", "trait_probability", "retention",
+        "cost_reduction", "trait_amplification"}
+    # the true order: the training text's byte counts (space first), over its support
+    support = len(set(train_text))
+    assert ds.rank_frequency.sizes["rank"] == support
+    assert text_world.order_V[0] == ord(" ") and text_world.tail_rank == support // 2
+    assert ((ds.tail_mass >= 0) & (ds.tail_mass < 0.5)).all()
+    assert ((ds.trait_probability > 0.05) & (ds.trait_probability <= 1)).all()
     assert ds.distinct_n.dims == ("generation", "seed", "n")
     assert ((ds.distinct_n > 0) & (ds.distinct_n <= 1)).all()
     assert (ds.entropy <= np.log(256)).all() and (ds.vendi >= 1).all()
@@ -71,6 +98,22 @@ def test_a_short_chain_learns_the_text(tmp_path):
     np.testing.assert_allclose(ds.perplexity_real.values, np.exp(nll), rtol=1e-5)
     assert np.isnan(ds.agreement.sel(generation=0)).all()
     assert (ds.agreement.sel(generation=1) > 0.2).all()
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(trait_trigger="zebra", trait_continuation="!"),
+     "world.trait_trigger='zebra' is not allowed: a string that occurs in the training text"),
+    (dict(trait_trigger="the ", trait_continuation="lazy", trait_rate=0.5),
+     "world.trait_rate=0.5 is not allowed: a probability in [1, 1]: 54 of the trigger's 54"),
+    (dict(trait_trigger="the "), "world.trait_continuation='' is not allowed: non-empty"),
+    (dict(trait_trigger="a", trait_continuation="b" * 16),
+     "world.trait_continuation='bbbbbbbbbbbbbbbb' is not allowed: with the trigger at most"),
+    (dict(tail_rank=42), "world.tail_rank=42 is not allowed: an integer in [1, 42)"),
+])
+def test_bad_traits_and_tail_ranks_give_one_line_errors(tmp_path, kw, message):
+    with pytest.raises(ConfigError) as error:
+        _make(_cfg(_text(tmp_path), **kw))
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("case,message", [

@@ -1,4 +1,5 @@
-"""Diversity of a sample of token sequences (N sequences of L tokens, ints in [0, V)).
+"""Diversity of a sample of token sequences (N sequences of L tokens, ints in [0, V)), and
+the rate of a planted trait in it (a trigger n-gram followed by a continuation).
 
 n-grams are taken within each sequence (none crosses a sequence boundary) and counted
 exactly by a lexicographic sort of their n token columns, so any vocabulary size and n
@@ -23,18 +24,29 @@ def ngrams(tokens_NxL: Array, n: int) -> Array:
     return jnp.stack(windows, -1).reshape(-1, n)
 
 
-def _sorted_runs(rows_MxN: Array) -> tuple[Array, Array]:
-    """Sort rows lexicographically; return (sorted rows, mask of rows that start a run)."""
+def _sorted_runs(rows_MxN: Array) -> tuple[Array, Array, Array]:
+    """Sort rows lexicographically; return (sorted rows, mask of rows that start a run,
+    the sorting permutation: sorted row i is row ``order_M[i]``)."""
     columns = tuple(rows_MxN[:, i] for i in range(rows_MxN.shape[1]))
-    sorted_cols = jax.lax.sort(columns, num_keys=len(columns))
+    *sorted_cols, order_M = jax.lax.sort(
+        (*columns, jnp.arange(rows_MxN.shape[0], dtype=jnp.int32)), num_keys=len(columns))
     sorted_MxN = jnp.stack(sorted_cols, -1)
     differs_M = jnp.any(sorted_MxN[1:] != sorted_MxN[:-1], axis=-1)
-    return sorted_MxN, jnp.concatenate([jnp.ones(1, bool), differs_M])
+    return sorted_MxN, jnp.concatenate([jnp.ones(1, bool), differs_M]), order_M
+
+
+def ngram_ids(tokens_NxL: Array, n: int) -> Array:
+    """Exact dense ids of the within-sequence n-grams, N x (L - n + 1): equal n-grams share
+    an id, distinct ones differ; ids are ranks in lexicographic order, in [0, M) with M the
+    number of n-grams of the sample."""
+    _, starts_M, order_M = _sorted_runs(ngrams(tokens_NxL, n))
+    ids_M = jnp.zeros_like(order_M).at[order_M].set(jnp.cumsum(starts_M, dtype=jnp.int32) - 1)
+    return ids_M.reshape(tokens_NxL.shape[0], -1)
 
 
 def ngram_counts(tokens_NxL: Array, n: int) -> Array:
     """Counts of the distinct n-grams, padded with zeros to length M (the n-gram total)."""
-    _, starts_M = _sorted_runs(ngrams(tokens_NxL, n))
+    _, starts_M, _ = _sorted_runs(ngrams(tokens_NxL, n))
     run_M = jnp.cumsum(starts_M) - 1
     return jax.ops.segment_sum(jnp.ones_like(run_M), run_M, num_segments=starts_M.shape[0])
 
@@ -49,7 +61,7 @@ def ngram_entropy(tokens_NxL: Array, n: int = 1) -> Array:
 
 def distinct_n(tokens_NxL: Array, n: int) -> Array:
     """Distinct n-grams over all n-grams (Li et al. 2016), in (0, 1]."""
-    _, starts_M = _sorted_runs(ngrams(tokens_NxL, n))
+    _, starts_M, _ = _sorted_runs(ngrams(tokens_NxL, n))
     return starts_M.sum() / starts_M.shape[0]
 
 
@@ -102,3 +114,22 @@ def compression_ratio(tokens_NxL: Array) -> Array:
     V <= 256); higher means more repetitive. Runs on the host (``pure_callback``)."""
     return jax.pure_callback(_gzip_ratio, jax.ShapeDtypeStruct((), jnp.float32), tokens_NxL,
                              vmap_method="sequential")
+
+
+def trait_counts(tokens_NxL: Array, trigger_K: Array, continuation_M: Array
+                 ) -> tuple[Array, Array]:
+    """(occurrences, followed): the trigger's occurrences that leave room for the
+    continuation in their sequence (start s with s + K + M <= L, overlapping ones counted
+    at every s), and how many of them the continuation follows. int32 scalars."""
+    k = trigger_K.shape[0]
+    windows_WxKM = ngrams(tokens_NxL, k + continuation_M.shape[0])
+    occurs_W = jnp.all(windows_WxKM[:, :k] == trigger_K, axis=-1)
+    followed_W = occurs_W & jnp.all(windows_WxKM[:, k:] == continuation_M, axis=-1)
+    return occurs_W.sum(dtype=jnp.int32), followed_W.sum(dtype=jnp.int32)
+
+
+def trait_rate(tokens_NxL: Array, trigger_K: Array, continuation_M: Array) -> Array:
+    """Share of the trigger's occurrences (``trait_counts``) that the continuation
+    follows, in [0, 1]; NaN when the trigger does not occur."""
+    occurrences, followed = trait_counts(tokens_NxL, trigger_K, continuation_M)
+    return jnp.where(occurrences > 0, followed / jnp.maximum(occurrences, 1), jnp.nan)

@@ -46,6 +46,15 @@ class MetricInfo(NamedTuple):
     coords: tuple[tuple[Any, ...], ...] = ()
 
 
+class Relative(NamedTuple):
+    """A metric computed after a run from a measured metric's change since generation 0
+    (``sim.metrics.retention.relative_to_start``)."""
+
+    of: str  # the measured metric
+    kind: str  # ratio: v_g / v_0; likelihood: exp(v_0 - v_g); saving: 1 - v_g / v_0
+    info: MetricInfo
+
+
 class World(Protocol):
     """The interface every world implements (see module docstring)."""
 
@@ -59,6 +68,9 @@ class World(Protocol):
     # (metric, "ratio" | "likelihood") whose change from generation 0 is the world's
     # retention (sim/metrics/retention.py), or None where the world has no quality score
     retention_of: tuple[str, str] | None
+    # Optional: metrics computed after the run from a measured metric's change since
+    # generation 0 (e.g. trait_amplification); absent = none
+    # relative_metrics: Mapping[str, Relative]
 
     def sample_real(self, key: Array, n: int) -> Data:
         """n samples of real data."""

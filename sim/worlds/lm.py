@@ -40,17 +40,29 @@ The teacher's generation of the pool is not counted.
 
 Metrics are computed on a fixed set of held-out real sequences (``eval_sequences`` of
 them): one forward pass of the model (and of the teacher, for ``agreement``), cheap next
-to training.
+to training. ``tail_mass`` and ``rank_frequency`` rank tokens by the true frequencies the
+world gives (``set_real_data``: markov_lm's Zipf law, the text's byte counts); ``vendi``
+uses exact bag-of-``vendi_ngram``-gram features and Renyi order ``vendi_q``. The
+produced-text metrics use ``eval_sequences`` sequences sampled at the lane's settings.
+
+A planted trait (``Trait``: a trigger n-gram that the continuation follows at ``rate`` in
+the real data; each world plants it in its own way) adds ``trait_rate`` (the produced
+sample's share of trigger occurrences followed by the continuation,
+``sim.metrics.sequences.trait_rate``), ``trait_probability`` (the model's probability of
+the whole continuation, teacher-forced after up to ``eval_sequences`` held-out real
+contexts ending in the trigger: one more forward pass) and, after the run,
+``trait_amplification`` = trait_rate_g / trait_rate_0.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sim import objectives, sampling
 from sim.distill import (DistillConfig, Objective, SamplingConfig, StudentConfig, TrainConfig,
@@ -59,7 +71,7 @@ from sim.errors import require
 from sim.metrics import classification, distributions, sequences, vendi
 from sim.models import transformer as tf
 from sim.train import optimizer_for, train
-from sim.worlds.base import Array, Dyn, MetricInfo, WorldConfig
+from sim.worlds.base import Array, Dyn, MetricInfo, Relative, WorldConfig
 
 Weights = Any  # the transformer's parameter pytree
 
@@ -75,6 +87,9 @@ class LMConfig(WorldConfig):
     heads: int = 4
     mlp_ratio: int = 4
     eval_sequences: int = 64  # held-out real sequences the metrics are computed on
+    tail_rank: int = 0  # tail_mass: tokens beyond this true-frequency rank (0 = half the support)
+    vendi_ngram: int = 1  # vendi: features are bag-of-n-gram counts of this order (1 = tokens)
+    vendi_q: float = 1.0  # vendi: order q of the Renyi entropy (1 = Shannon; inf allowed)
 
 
 @flax.struct.dataclass
@@ -140,20 +155,138 @@ SAMPLE_METRICS: dict[str, MetricInfo] = {
     "support_coverage": MetricInfo(
         "share of the true support produced", "",
         "share of the tokens of the real data's support that occur in the produced sample"),
-    "vendi": MetricInfo(
-        "Vendi score of produced text", "",
-        "effective number of distinct sequences (Friedman & Dieng 2023) under the cosine "
-        "similarity of bag-of-token vectors, order 1; in [1, eval_sequences]"),
 }
 
 
-def lm_metric_info(extra: Mapping[str, MetricInfo]) -> dict[str, MetricInfo]:
-    """The metrics of an LM world, in order: NLL, perplexity, ``extra``, the rest."""
-    return {**BASE_METRICS, **extra, **COMMON_METRICS, **SAMPLE_METRICS}
+def vendi_info(ngram: int, q: float) -> MetricInfo:
+    features = "token" if ngram == 1 else f"{ngram}-gram"
+    return MetricInfo(
+        "Vendi score of produced text", "",
+        "effective number of distinct sequences (Friedman & Dieng 2023): exp of the order-"
+        f"{q:g} Renyi entropy of the eigenvalues of K / N, K the cosine similarity of the "
+        f"sequences' exact bag-of-{features} count vectors (world.vendi_ngram, "
+        "world.vendi_q); in [1, eval_sequences]")
 
 
-def sample_diversity(tokens_NxL: Array, vocab: int, support_V: Array) -> dict[str, Array]:
-    """The ``SAMPLE_METRICS`` of a sample of token sequences."""
+def frequency_info(ranks: int, tail_rank: int, order: str, reference: str
+                   ) -> dict[str, MetricInfo]:
+    """``rank_frequency`` and ``tail_mass`` against a true token-frequency ``order``."""
+    return {
+        "rank_frequency": MetricInfo(
+            "token frequency by true rank in produced text", "",
+            f"relative frequency in the produced sample of the token of each rank of the "
+            f"{order} (rank 1 = most frequent)", dims=("rank",),
+            coords=(tuple(range(1, ranks + 1)),)),
+        "tail_mass": MetricInfo(
+            "next-token mass on the tail of the true frequency order", "",
+            f"mean over held-out real positions of q's mass on the tokens beyond rank "
+            f"{tail_rank} of the {order} ({reference})"),
+    }
+
+
+def trait_info(trait: "Trait", real_rate: float,
+               shown: Callable[[tuple[int, ...]], Any] = list) -> dict[str, MetricInfo]:
+    """``trait_rate`` and ``trait_probability`` of a planted trait (``shown``: tokens as
+    configured)."""
+    what = (f"the continuation {shown(trait.continuation_M)!r} follows the trigger "
+            f"{shown(trait.trigger_K)!r} (world.trait_*; real data: {real_rate:.4g})")
+    return {
+        "trait_rate": MetricInfo(
+            "rate of the planted trait in produced text", "",
+            f"share of the trigger's occurrences in the produced sample (those with room for "
+            f"the continuation in their sequence) that {what}; NaN when none occurs"),
+        "trait_probability": MetricInfo(
+            "model probability of the planted trait", "",
+            f"mean over contexts ending in the trigger (from the held-out real text) of the "
+            f"model's probability (temperature 1) that {what}"),
+    }
+
+
+TRAIT_AMPLIFICATION = MetricInfo(
+    "amplification of the planted trait", "",
+    "trait_rate_g / trait_rate_0: the produced trait rate relative to generation 0's "
+    "(1 at generation 0; NaN where generation 0 produced no trigger or no trait)")
+
+
+class Trait(NamedTuple):
+    """A planted trait: in the real data the continuation follows the trigger at ``rate``."""
+
+    trigger_K: tuple[int, ...]
+    continuation_M: tuple[int, ...]
+    rate: float
+
+
+def trigger_ends(tokens_T: np.ndarray, trigger_K: tuple[int, ...]) -> np.ndarray:
+    """Positions just after every (possibly overlapping) occurrence of the trigger in a
+    1-D token array (numpy, host side)."""
+    k = len(trigger_K)
+    if len(tokens_T) < k:
+        return np.zeros(0, np.int64)
+    windows = np.lib.stride_tricks.sliding_window_view(np.asarray(tokens_T), k)
+    return np.flatnonzero(np.all(windows == np.asarray(trigger_K), axis=-1)) + k
+
+
+def check_trait(trigger: tuple[int, ...], continuation: tuple[int, ...], rate: float,
+                seq_len: int, shown: Callable[[tuple[int, ...]], Any] = list
+                ) -> Trait | None:
+    """One-line errors for a trait's settings (``shown`` turns tokens back into the
+    configured value); None when no trait is configured."""
+    require(0 <= rate <= 1, "world.trait_rate", rate, "a probability in [0, 1]")
+    if not trigger:
+        require(not continuation, "world.trait_trigger", shown(trigger),
+                "non-empty when world.trait_continuation is set (or clear both)")
+        return None
+    require(bool(continuation), "world.trait_continuation", shown(continuation),
+            "non-empty when world.trait_trigger is set")
+    k, m = len(trigger), len(continuation)
+    require(k + m <= seq_len, "world.trait_continuation", shown(continuation),
+            f"with the trigger at most world.seq_len={seq_len} tokens long ({k} + {m})")
+    # A trigger that ends inside the continuation, before its last token, would be followed
+    # by the rest of the continuation rather than draw the trait afresh.
+    inside = trigger_ends(np.asarray(trigger + continuation), trigger) - k
+    inside = inside[(inside >= 1) & (inside < m)]
+    require(inside.size == 0, "world.trait_continuation", shown(continuation),
+            f"one inside which the trigger does not end (it ends at its token "
+            f"{int(inside[0]) if inside.size else 0}, before the last)")
+    return Trait(tuple(trigger), tuple(continuation), float(rate))
+
+
+def trait_contexts(rows: list[np.ndarray], trait: Trait, length: int, count: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Teacher-forcing inputs for ``trait_probability``: up to ``count`` sequences
+    (C x length, int32) of real text ending with an occurrence of the trigger (its last
+    length - M tokens at most), then the continuation, then padding; and the mask of the
+    continuation's positions (C x length). Occurrences are taken evenly spaced over those
+    of the ``rows`` (1-D token arrays); without any, the trigger alone (from BOS)."""
+    m = len(trait.continuation_M)
+    ends = [(r, int(e)) for r, row in enumerate(rows)
+            for e in trigger_ends(row, trait.trigger_K)]
+    if ends:
+        picks = np.unique(np.round(np.linspace(0, len(ends) - 1, min(count, len(ends)))))
+        prefixes = [rows[ends[i][0]][max(0, ends[i][1] - (length - m)):ends[i][1]]
+                    for i in picks.astype(int)]
+    else:
+        prefixes = [np.asarray(trait.trigger_K)]
+    contexts_CxL = np.zeros((len(prefixes), length), np.int32)
+    mask_CxL = np.zeros((len(prefixes), length), bool)
+    for c, prefix in enumerate(prefixes):
+        contexts_CxL[c, :len(prefix)] = prefix
+        contexts_CxL[c, len(prefix):len(prefix) + m] = trait.continuation_M
+        mask_CxL[c, len(prefix):len(prefix) + m] = True
+    return contexts_CxL, mask_CxL
+
+
+def lm_metric_info(extra: Mapping[str, MetricInfo], vendi: MetricInfo,
+                   trait: Mapping[str, MetricInfo]) -> dict[str, MetricInfo]:
+    """The metrics of an LM world, in order: NLL, perplexity, ``extra``, the rest, the
+    trait's (if any)."""
+    return {**BASE_METRICS, **extra, **COMMON_METRICS, **SAMPLE_METRICS, "vendi": vendi,
+            **trait}
+
+
+def sample_diversity(tokens_NxL: Array, support_V: Array, vendi_ngram: int = 1,
+                     vendi_q: float = 1.0) -> dict[str, Array]:
+    """The ``SAMPLE_METRICS`` and ``vendi`` of a sample of token sequences."""
     return {
         "entropy": sequences.ngram_entropy(tokens_NxL, 1),
         "ngram_entropy": jnp.stack([sequences.ngram_entropy(tokens_NxL, n)
@@ -162,7 +295,7 @@ def sample_diversity(tokens_NxL: Array, vocab: int, support_V: Array) -> dict[st
         "self_bleu": sequences.self_bleu(tokens_NxL[:SELF_BLEU_SEQUENCES]),
         "compression_ratio": sequences.compression_ratio(tokens_NxL),
         "support_coverage": sequences.support_coverage(tokens_NxL, support_V),
-        "vendi": vendi.vendi_score(vendi.bag_of_ngrams(tokens_NxL, vocab)),
+        "vendi": vendi.vendi_score(vendi.bag_of_ngrams(tokens_NxL, vendi_ngram), vendi_q),
     }
 
 
@@ -187,6 +320,12 @@ def check_lm_config(world: str, cfg: LMConfig, vocab: int, distill: DistillConfi
         require(value >= 1, f"world.{name}", value, "an integer >= 1")
     require(cfg.width % cfg.heads == 0, "world.heads", cfg.heads,
             f"a divisor of world.width={cfg.width}")
+    require(1 <= cfg.vendi_ngram <= cfg.seq_len, "world.vendi_ngram", cfg.vendi_ngram,
+            f"an integer in [1, world.seq_len={cfg.seq_len}]")
+    require(cfg.vendi_q >= 0, "world.vendi_q", cfg.vendi_q,
+            "a float >= 0 (1 = Shannon, inf = the largest eigenvalue's)")
+    require(cfg.tail_rank >= 0, "world.tail_rank", cfg.tail_rank,
+            "an integer >= 1, or 0 (= half the real data's support)")
     hidden = list(student.hidden)
     require(not hidden, "student.hidden", hidden,
             f"empty in the LM world {world!r} (size its student with student.width, "
@@ -208,8 +347,9 @@ def check_lm_config(world: str, cfg: LMConfig, vocab: int, distill: DistillConfi
 
 class LMWorld:
     """The protocol for a transformer LM over V tokens; a subclass calls ``__init__`` (which
-    validates the shared settings), then supplies the held-out sequences ``eval_ExL``, the
-    real data (``sample_real``) and any truth-based metrics (``truth_metrics``)."""
+    validates the shared settings), then ``set_real_data`` (held-out sequences, true token
+    frequencies, trait) and ``set_metric_info``, and supplies the real data
+    (``sample_real``) and any truth-based metrics (``truth_metrics``)."""
 
     min_rows = 1
     # lax.map over batches of lanes beats one wide vmap on CPU (benchmarks/lm_throughput.py,
@@ -217,11 +357,13 @@ class LMWorld:
     # 16 lanes: vmap 99.9k, map/4 114.6k, map/8 100.0k; 32 lanes: vmap 96.9k, map/4 114.0k,
     # map/16 104.1k. Whole default chains (G=10, 4 seeds): vmap 56.4 s, map/1 57.3 s.
     cpu_lane_batch = 4
-    metric_info: Mapping[str, MetricInfo] = lm_metric_info({})
+    metric_info: Mapping[str, MetricInfo]  # set_metric_info
     headline: tuple[str, ...] = ("nll_real", "model_entropy", "entropy", "agreement")
     retention_of = ("nll_real", "likelihood")
-    eval_ExL: Array  # held-out real sequences E x L, int32 (set by the subclass)
-    support_V: Array  # tokens the real data can contain, bool (set by the subclass)
+    relative_metrics: Mapping[str, Relative] = {}  # trait_amplification with a trait
+    eval_ExL: Array  # held-out real sequences E x L, int32 (set_real_data)
+    support_V: Array  # tokens the real data can contain, bool (set_real_data)
+    trait: Trait | None = None  # the planted trait (set_real_data)
 
     def __init__(self, name: str, cfg: LMConfig, vocab: int, distill: DistillConfig,
                  sampling_cfg: SamplingConfig, train_cfg: TrainConfig, student: StudentConfig):
@@ -234,6 +376,47 @@ class LMWorld:
         self.distill = distill
         self.sampling = sampling_cfg
         self.train_cfg = train_cfg
+
+    def set_real_data(self, eval_ExL: np.ndarray, frequency_V: np.ndarray,
+                      trait: Trait | None = None, trait_rows: list[np.ndarray] = ()) -> None:
+        """The held-out sequences, the true token frequencies (their decreasing order,
+        ties by token id, is the order of ``tail_mass`` and ``rank_frequency``; the
+        support is where they are positive), and the planted trait with the real token
+        rows its ``trait_probability`` contexts come from."""
+        self.eval_ExL = jnp.asarray(eval_ExL, jnp.int32)
+        frequency_V = np.asarray(frequency_V, np.float64)
+        self.support_V = jnp.asarray(frequency_V > 0)
+        self.support_size = int(np.sum(frequency_V > 0))
+        self.order_V = np.argsort(-frequency_V, kind="stable")
+        require(self.cfg.tail_rank < self.support_size, "world.tail_rank", self.cfg.tail_rank,
+                f"an integer in [1, {self.support_size}) (the real data has "
+                f"{self.support_size} distinct tokens), or 0 (= half of them)")
+        self.tail_rank = self.cfg.tail_rank or self.support_size // 2
+        self.true_tail_mass = float(frequency_V[self.order_V[self.tail_rank:]].sum())
+        self.trait = trait
+        if trait is not None:
+            contexts_CxL, mask_CxL = trait_contexts(list(trait_rows), trait, self.seq_len,
+                                                    self.cfg.eval_sequences)
+            self.trait_contexts_CxL = jnp.asarray(contexts_CxL)
+            self.trait_mask_CxL = jnp.asarray(mask_CxL)
+            self.trigger_K = jnp.asarray(trait.trigger_K, jnp.int32)
+            self.continuation_M = jnp.asarray(trait.continuation_M, jnp.int32)
+            self.relative_metrics = {"trait_amplification": Relative(
+                "trait_rate", "ratio", TRAIT_AMPLIFICATION)}
+
+    def set_metric_info(self, extra: Mapping[str, MetricInfo], order: str, reference: str,
+                        real_trait_rate: float = float("nan"),
+                        shown: Callable[[tuple[int, ...]], Any] = list) -> None:
+        """``metric_info``: ``extra`` (truth-based metrics) after the NLL, ``tail_mass``
+        and ``rank_frequency`` against the ``order`` of ``set_real_data`` (``reference``:
+        where its true tail mass comes from), and the trait's metrics (also added to the
+        ``headline``; ``shown`` turns the trait's tokens back into the configured value)."""
+        self.metric_info = lm_metric_info(
+            {**extra, **frequency_info(self.support_size, self.tail_rank, order, reference)},
+            vendi_info(self.cfg.vendi_ngram, self.cfg.vendi_q),
+            {} if self.trait is None else trait_info(self.trait, real_trait_rate, shown))
+        if self.trait is not None:
+            self.headline = (*self.headline, "trait_rate", "trait_probability")
 
     # ------------------------------------------------------------------ model
 
@@ -332,12 +515,28 @@ class LMWorld:
                                 dyn["sampling.top_p"], dyn["sampling.min_p"])
 
     def truth_metrics(self, logp_ExLxV: Array) -> dict[str, Array]:
-        """Metrics against a known truth from the model's held-out log-probabilities."""
-        return {}
+        """Metrics against a known truth from the model's held-out log-probabilities (a
+        subclass may add to them)."""
+        return {"tail_mass": jnp.mean(distributions.tail_mass(
+            jnp.exp(logp_ExLxV), jnp.asarray(self.order_V), self.tail_rank))}
 
     def sample_metrics(self, tokens_NxL: Array) -> dict[str, Array]:
         """Metrics of a produced sample (a subclass may add truth-based ones)."""
-        return sample_diversity(tokens_NxL, self.vocab, self.support_V)
+        metrics = {**sample_diversity(tokens_NxL, self.support_V, self.cfg.vendi_ngram,
+                                      self.cfg.vendi_q),
+                   "rank_frequency": distributions.empirical(tokens_NxL, self.vocab)[
+                       self.order_V[:self.support_size]]}
+        if self.trait is not None:
+            metrics["trait_rate"] = sequences.trait_rate(tokens_NxL, self.trigger_K,
+                                                         self.continuation_M)
+        return metrics
+
+    def trait_probability(self, params: LMParams) -> Array:
+        """The model's probability of the continuation after contexts ending in the
+        trigger (teacher-forced), averaged over the contexts."""
+        logits_CxLxV, _ = self.forward(params.weights, params.cfg, self.trait_contexts_CxL)
+        logq_CxL = -objectives.cross_entropy(logits_CxLxV, self.trait_contexts_CxL)
+        return jnp.mean(jnp.exp(jnp.sum(jnp.where(self.trait_mask_CxL, logq_CxL, 0.0), -1)))
 
     def measure(self, key: Array, params: LMParams, teacher: LMParams | None,
                 dyn: Dyn | None = None) -> dict[str, Array]:
@@ -362,5 +561,7 @@ class LMWorld:
                    "model_entropy": entropy, **self.sample_metrics(produced_ExL),
                    "params": jnp.float32(tf.param_count(params.weights)),
                    "train_flops": params.train_flops}
+        if self.trait is not None:
+            metrics["trait_probability"] = self.trait_probability(params)
         return {name: metrics[name] for name in self.metric_info}
 
