@@ -167,3 +167,21 @@ def test_train_passes_a_fresh_key_per_step_to_losses_that_ask_for_one():
     _, losses = train(jax.random.key(0), jnp.ones(3), loss, jnp.ones((4, 3)), jnp.ones(4),
                       5, 2, loss_takes_key=True)
     assert len(set(np.asarray(losses).tolist())) == 5
+
+
+def test_entropy_rate_is_the_entropy_of_the_models_own_sampling(teacher_and_data):
+    """0 for a greedy model; at temperature 1 the mean entropy of its next-token
+    distributions on its own samples, which a peaked model keeps below log V."""
+    teacher, _ = teacher_and_data
+    world = _world()
+    measure = jax.jit(lambda k, t: world.measure(
+        k, teacher, None, {**_dyn(), "sampling.temperature": t}))
+    assert float(measure(jax.random.key(0), jnp.float32(0.0))["entropy_rate"]) == 0.0
+    at_one = measure(jax.random.key(0), jnp.float32(1.0))
+    rate = float(at_one["entropy_rate"])
+    assert 0.5 < rate < np.log(TINY.vocab_size)
+    produced = world.generate(jax.random.key(0), teacher, TINY.eval_sequences, _dyn())
+    logits, _ = world.forward(teacher.weights, teacher.cfg, produced)
+    probs = jax.nn.softmax(logits)
+    expected = float(jnp.mean(-jnp.sum(probs * jnp.log(probs), -1)))
+    assert rate == pytest.approx(expected, rel=1e-4)

@@ -120,6 +120,12 @@ COMMON_METRICS: dict[str, MetricInfo] = {
     "model_entropy": MetricInfo(
         "entropy of the next-token distributions", "nats",
         "mean over held-out real positions of the entropy of q(. | x_<t)"),
+    "entropy_rate": MetricInfo(
+        "entropy rate of the model's own text", "nats/token",
+        "mean over the positions of the produced sample of the entropy of the distribution "
+        "each token is drawn from (the lane's sampling settings): H(X_1..X_L) / L of the "
+        "text the model generates, exact given each context, averaged over its own "
+        "eval_sequences samples (markov_lm: compare the true chain's entropy rate)"),
     "params": MetricInfo(
         "parameter count", "",
         "scalars in the transformer's weights (the unused BOS output column included)"),
@@ -544,6 +550,10 @@ class LMWorld:
             dyn = {"sampling.temperature": self.sampling.temperature,
                    "sampling.top_p": self.sampling.top_p, "sampling.min_p": self.sampling.min_p}
         produced_ExL = self.generate(key, params, self.eval_ExL.shape[0], dyn)
+        produced_logits_ExLxV, _ = self.forward(params.weights, params.cfg, produced_ExL)
+        entropy_rate = jnp.mean(distributions.entropy(sampling.probabilities(
+            produced_logits_ExLxV, dyn["sampling.temperature"], self.sampling.top_k,
+            dyn["sampling.top_p"], dyn["sampling.min_p"])))
         logits_ExLxV, _ = self.forward(params.weights, params.cfg, self.eval_ExL)
         logp_ExLxV = jax.nn.log_softmax(logits_ExLxV, axis=-1)
         nll = jnp.mean(objectives.cross_entropy(logits_ExLxV, self.eval_ExL))
@@ -558,7 +568,8 @@ class LMWorld:
         metrics = {"nll_real": nll, "perplexity_real": jnp.exp(nll),
                    **self.truth_metrics(logp_ExLxV), "agreement": agreement,
                    "kl_teacher_student": kl_teacher,
-                   "model_entropy": entropy, **self.sample_metrics(produced_ExL),
+                   "model_entropy": entropy, "entropy_rate": entropy_rate,
+                   **self.sample_metrics(produced_ExL),
                    "params": jnp.float32(tf.param_count(params.weights)),
                    "train_flops": params.train_flops}
         if self.trait is not None:
