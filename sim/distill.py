@@ -71,6 +71,21 @@ class StudentConfig:
     hidden: tuple[int, ...] = ()  # MLP hidden sizes
 
 
+def decoding(sampling: SamplingConfig, dyn: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Keyword arguments for ``sim.sampling``: the lane's traced temperature, top-p and
+    min-p (the configured values where ``dyn`` is None) and the static top-k. A filter that
+    is off in the config is passed as a static Python value, so that ``sim.sampling`` skips
+    its sorts: every lane of a run shares these settings (a per-lane sweep of top-p or
+    min-p must switch the filter on in the config)."""
+    dyn = {} if dyn is None else dyn
+    return {"temperature": dyn.get("sampling.temperature", sampling.temperature),
+            "top_k": sampling.top_k,
+            "top_p": 1.0 if sampling.top_p >= 1.0 else dyn.get("sampling.top_p",
+                                                                sampling.top_p),
+            "min_p": 0.0 if sampling.min_p <= 0.0 else dyn.get("sampling.min_p",
+                                                                sampling.min_p)}
+
+
 def loss_name(distill: DistillConfig) -> str:
     """The ``sim.objectives.OBJECTIVES`` entry an objective trains with (on-policy batches
     are scored with the JSD)."""

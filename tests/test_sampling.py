@@ -121,3 +121,24 @@ def test_sampling_frequencies_match(kw: dict) -> None:
     se = np.sqrt(p * (1 - p) / n)
     assert np.all(np.abs(freq - p) <= 4 * se + 1e-12), (freq, p)
     assert np.all(freq[p == 0] == 0)
+
+
+_jit_sample = jax.jit(sampling.sample, static_argnums=3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(logits=st.lists(st.one_of(st.floats(-30, 30), st.just(-np.inf)), min_size=8,
+                       max_size=8).filter(lambda x: max(x) > -np.inf),
+       temperature=st.floats(0.0, 3.0), top_k=st.sampled_from([0, 3]),
+       top_p=st.floats(0.01, 1.0), seed=st.integers(0, 2**16))
+def test_draws_only_tokens_of_positive_probability(logits: list[float], temperature: float,
+                                                   top_k: int, top_p: float,
+                                                   seed: int) -> None:
+    """The inverse-CDF draw never lands on an excluded (-inf, filtered) token, and greedy
+    is the argmax."""
+    x = jnp.broadcast_to(jnp.asarray(logits, jnp.float32), (256, 8))
+    p = np.asarray(_jit_probs(x[0], temperature, top_k, top_p, 0.0))
+    draws = np.asarray(_jit_sample(jax.random.key(seed), x, temperature, top_k, top_p, 0.0))
+    assert np.all(p[draws] > 0)
+    if temperature == 0.0:
+        assert np.all(draws == np.argmax(logits))

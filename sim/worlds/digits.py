@@ -43,16 +43,15 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sim import sampling as decoding
+from sim import sampling as sampler
 from sim.distill import (DistillConfig, Objective, SamplingConfig, StudentConfig, TrainConfig,
-                         loss_hparams, loss_name)
+                         decoding, loss_hparams, loss_name)
 from sim.errors import require
 from sim.metrics import classification
 from sim.models import mlp
@@ -262,11 +261,13 @@ class DigitsWorld:
         self.group_test = jnp.asarray(images.group_test)
         self.classes = jnp.asarray(classes)
         self.noise_key, self.off_task_key = jax.random.split(jax.random.key(cfg.split_seed))
-        draws = TEST_DRAWS if cfg.pixel_noise > 0 else 1  # each with its own noise draw
-        self.labelled_rows = jnp.arange(n_train * draws, dtype=jnp.int32)
         counts = np.bincount(images.y_train, minlength=CLASSES)
         self.majority = int(np.argmax(counts))  # the true majority class and its share
         self.majority_share = float(counts[self.majority] / counts.sum())
+        # The inputs majority_share is measured on: every training image (with pixel noise,
+        # TEST_DRAWS fixed draws of each), made once.
+        draws = TEST_DRAWS if cfg.pixel_noise > 0 else 1
+        self.x_labelled = jax.jit(self._pixels)(jnp.arange(n_train * draws, dtype=jnp.int32))
 
     # ---------------------------------------------------------------- data
 
@@ -300,15 +301,6 @@ class DigitsWorld:
         row = self._rows(key, n)
         return {"row": row, "y": self.y_train[row % self.n_train]}
 
-    def _decoding(self, dyn: Dyn | None) -> dict[str, Any]:
-        """The labelling settings: the lane's traced ones, else the configured defaults."""
-        s = self.sampling
-        if dyn is None:
-            return {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
-                    "min_p": s.min_p}
-        return {"temperature": dyn["sampling.temperature"], "top_k": s.top_k,
-                "top_p": dyn["sampling.top_p"], "min_p": dyn["sampling.min_p"]}
-
     def generate(self, key: Array, params: Classifier, n: int, dyn: Dyn) -> dict[str, Array]:
         k_rows, k_labels = jax.random.split(key)
         if self.inputs is Inputs.noise:
@@ -316,7 +308,8 @@ class DigitsWorld:
         else:
             row = self._rows(k_rows, n)
         logits = self._class_logits(params.weights, self._pixels(row))
-        return {"row": row, "y": decoding.sample(k_labels, logits, **self._decoding(dyn))}
+        y = sampler.sample(k_labels, logits, **decoding(self.sampling, dyn))
+        return {"row": row, "y": y}
 
     # ---------------------------------------------------------------- model
 
@@ -397,10 +390,10 @@ class DigitsWorld:
             if self.targets is Targets.auxiliary:
                 subliminal = classification.accuracy(logits, self.y_test)
         # The share of majority labels this model gives its student's training inputs.
-        majority_share = jnp.mean(decoding.probabilities(
-            self._class_logits(params.weights, self._pixels(self.labelled_rows)),
-            **self._decoding(dyn))[:, self.majority])
-        labels = decoding.sample(key, logits, **self._decoding(dyn))
+        majority_share = jnp.mean(sampler.probabilities(
+            self._class_logits(params.weights, self.x_labelled),
+            **decoding(self.sampling, dyn))[:, self.majority])
+        labels = sampler.sample(key, logits, **decoding(self.sampling, dyn))
         fairness = {"group_accuracy_gap": nan, "demographic_parity_gap": nan,
                     "equalized_odds_gap": nan}
         if self.cfg.group_share > 0:

@@ -66,7 +66,7 @@ import numpy as np
 
 from sim import objectives, sampling
 from sim.distill import (DistillConfig, Objective, SamplingConfig, StudentConfig, TrainConfig,
-                         loss_hparams, loss_name)
+                         decoding, loss_hparams, loss_name)
 from sim.errors import require
 from sim.metrics import classification, distributions, sequences, vendi
 from sim.models import transformer as tf
@@ -517,8 +517,7 @@ class LMWorld:
 
     def generate(self, key: Array, params: LMParams, n: int, dyn: Dyn) -> Array:
         return sample_sequences(key, params.weights, params.cfg, n, self.seq_len, self.vocab,
-                                dyn["sampling.temperature"], self.sampling.top_k,
-                                dyn["sampling.top_p"], dyn["sampling.min_p"])
+                                **decoding(self.sampling, dyn))
 
     def truth_metrics(self, logp_ExLxV: Array) -> dict[str, Array]:
         """Metrics against a known truth from the model's held-out log-probabilities (a
@@ -546,14 +545,10 @@ class LMWorld:
 
     def measure(self, key: Array, params: LMParams, teacher: LMParams | None,
                 dyn: Dyn | None = None) -> dict[str, Array]:
-        if dyn is None:
-            dyn = {"sampling.temperature": self.sampling.temperature,
-                   "sampling.top_p": self.sampling.top_p, "sampling.min_p": self.sampling.min_p}
         produced_ExL = self.generate(key, params, self.eval_ExL.shape[0], dyn)
         produced_logits_ExLxV, _ = self.forward(params.weights, params.cfg, produced_ExL)
         entropy_rate = jnp.mean(distributions.entropy(sampling.probabilities(
-            produced_logits_ExLxV, dyn["sampling.temperature"], self.sampling.top_k,
-            dyn["sampling.top_p"], dyn["sampling.min_p"])))
+            produced_logits_ExLxV, **decoding(self.sampling, dyn))))
         logits_ExLxV, _ = self.forward(params.weights, params.cfg, self.eval_ExL)
         logp_ExLxV = jax.nn.log_softmax(logits_ExLxV, axis=-1)
         nll = jnp.mean(objectives.cross_entropy(logits_ExLxV, self.eval_ExL))
