@@ -156,14 +156,14 @@ def test_bad_values_are_one_line_errors_naming_the_key(kwargs, key):
 def test_class_subset_and_prior_skew_set_the_majority_and_prior_bias():
     world = _world(classes=(3, 8), prior=(0.9, 0.1))
     assert set(np.unique(world.y_train).tolist()) == {3, 8}
-    assert world.majority == 3 and world.majority_share == pytest.approx(0.9, abs=0.01)
+    assert world.majority == 3 and world.true_majority_share == pytest.approx(0.9, abs=0.01)
     test_share = float(np.mean(np.asarray(world.y_test) == 3))
     assert test_share == pytest.approx(0.9, abs=0.02)
     # a model that always predicts the majority: prior_bias = 1 - 0.9
     always = mlp.init(jax.random.key(0), world.teacher_mlp)
     always["head"]["bias"] = jnp.zeros(10).at[3].set(100.0)
     metrics = world.measure(jax.random.key(0), Classifier(always, always), None)
-    assert float(metrics["prior_bias"]) == pytest.approx(1 - world.majority_share, abs=1e-6)
+    assert float(metrics["prior_bias"]) == pytest.approx(1 - world.true_majority_share, abs=1e-6)
     assert float(metrics["majority_share"]) == pytest.approx(1.0, abs=1e-6)
     assert float(metrics["support_coverage"]) == 0.5  # only one of the two classes
     # at temperature 1, equal logits for 3 and 8 (and none elsewhere) label half as 3

@@ -263,7 +263,7 @@ class DigitsWorld:
         self.noise_key, self.off_task_key = jax.random.split(jax.random.key(cfg.split_seed))
         counts = np.bincount(images.y_train, minlength=CLASSES)
         self.majority = int(np.argmax(counts))  # the true majority class and its share
-        self.majority_share = float(counts[self.majority] / counts.sum())
+        self.true_majority_share = float(counts[self.majority] / counts.sum())
         # The inputs majority_share is measured on: every training image (with pixel noise,
         # TEST_DRAWS fixed draws of each), made once.
         draws = TEST_DRAWS if cfg.pixel_noise > 0 else 1
@@ -407,7 +407,7 @@ class DigitsWorld:
         metrics = {
             "accuracy": classification.accuracy(logits, self.y_test),
             "nll_real": jnp.mean(cross_entropy(logits, self.y_test)),
-            "prior_bias": jnp.abs(majority_share - self.majority_share),
+            "prior_bias": jnp.abs(majority_share - self.true_majority_share),
             "majority_share": majority_share,
             "support_coverage": jnp.mean(jnp.any(labels[:, None] == self.classes, axis=0)),
             "ece": classification.ece(probs, self.y_test),
