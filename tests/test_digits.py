@@ -57,7 +57,7 @@ def measure(teacher):
     world, (params, _) = _world(), teacher
     measure = jax.jit(lambda student: world.measure(jax.random.key(4), student, params))
     untrained = mlp.init(jax.random.key(3), world.student_mlp)
-    return measure, measure(Classifier(untrained, untrained))
+    return measure, measure(Classifier(untrained, None))
 
 
 def test_teacher_learns_the_digits(teacher):
@@ -162,14 +162,14 @@ def test_class_subset_and_prior_skew_set_the_majority_and_prior_bias():
     # a model that always predicts the majority: prior_bias = 1 - 0.9
     always = mlp.init(jax.random.key(0), world.teacher_mlp)
     always["head"]["bias"] = jnp.zeros(10).at[3].set(100.0)
-    metrics = world.measure(jax.random.key(0), Classifier(always, always), None)
+    metrics = world.measure(jax.random.key(0), Classifier(always, None), None)
     assert float(metrics["prior_bias"]) == pytest.approx(1 - world.true_majority_share, abs=1e-6)
     assert float(metrics["majority_share"]) == pytest.approx(1.0, abs=1e-6)
     assert float(metrics["support_coverage"]) == 0.5  # only one of the two classes
     # at temperature 1, equal logits for 3 and 8 (and none elsewhere) label half as 3
     even = jax.tree_util.tree_map(jnp.zeros_like, always)
     even["head"]["bias"] = jnp.full(10, -100.0).at[jnp.array([3, 8])].set(0.0)
-    metrics = world.measure(jax.random.key(0), Classifier(even, even), None)
+    metrics = world.measure(jax.random.key(0), Classifier(even, None), None)
     assert float(metrics["majority_share"]) == pytest.approx(0.5, abs=1e-6)
     assert float(metrics["support_coverage"]) == 1.0
     for bad, key in (({"classes": (3,)}, "world.classes"), ({"classes": (3, 11)}, "world.classes"),
@@ -209,7 +209,7 @@ def test_marker_and_fairness_gaps_of_a_model_that_only_reads_the_marker():
         np.all(np.asarray(world.x_test)[:, MARKER] == 1.0, axis=1), group)
     weights = {"head": {"kernel": jnp.zeros((64, 10)).at[MARKER, 7].set(10.0),
                         "bias": jnp.zeros(10).at[7].set(-35.0)}}
-    metrics = world.measure(jax.random.key(0), Classifier(weights, weights), None)
+    metrics = world.measure(jax.random.key(0), Classifier(weights, None), None)
     pred = np.where(group, 7, 0)
     accuracy = lambda m: np.mean(pred[m] == y_test[m])
     assert float(metrics["accuracy"]) == pytest.approx(np.mean(pred == y_test), abs=1e-6)
@@ -218,7 +218,7 @@ def test_marker_and_fairness_gaps_of_a_model_that_only_reads_the_marker():
     assert float(metrics["demographic_parity_gap"]) == pytest.approx(1.0)
     assert float(metrics["equalized_odds_gap"]) == pytest.approx(1.0)
     assert np.isnan(metrics["subliminal_accuracy"])
-    plain = _world(hidden=()).measure(jax.random.key(0), Classifier(weights, weights), None)
+    plain = _world(hidden=()).measure(jax.random.key(0), Classifier(weights, None), None)
     assert all(np.isnan(plain[k]) for k in ("group_accuracy_gap", "demographic_parity_gap",
                                             "equalized_odds_gap"))
 

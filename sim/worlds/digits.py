@@ -30,12 +30,13 @@ m extra outputs after the 10 class logits that no loss ever trains at generation
 reverse_kl or jsd on the m-way softmax), and with ``student_inputs=noise`` only on
 off-task inputs: whatever it learns of the digits passes through the shared weights.
 ``same_init`` starts every student from generation 0's initial weights (which the params
-carry along), the condition under which the transfer happens. ``subliminal_accuracy`` is
-the test accuracy of such a student.
+carry along; None in other chains), the condition under which the transfer happens.
+``subliminal_accuracy`` is the test accuracy of such a student.
 
 Data is ``{"row": int32 [N], "y": int32 [N]}``. A fitted model is a ``Classifier``: its MLP
-weights and the initial weights of generation 0. The ``feature`` objective's learned
-projection (student hidden -> teacher hidden) is trained with the student and dropped.
+weights and, in same_init chains, the initial weights of generation 0. The ``feature``
+objective's learned projection (student hidden -> teacher hidden) is trained with the
+student and dropped.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class DigitsConfig(WorldConfig):
 @flax.struct.dataclass
 class Classifier:
     weights: Params  # the MLP's params
-    init: Params  # generation 0's initial weights (for same_init students)
+    init: Params | None  # generation 0's initial weights (same_init chains only, else None)
 
 
 def mlp_config_of(weights: Params, activation: str) -> mlp.MLPConfig:
@@ -313,11 +314,9 @@ class DigitsWorld:
 
     # ---------------------------------------------------------------- model
 
-    def _apply(self, weights: Params, x_NxF: Array) -> tuple[Array, Array]:
-        return mlp.apply(weights, x_NxF, mlp_config_of(weights, self.teacher_mlp.activation))
-
     def _class_logits(self, weights: Params, x_NxF: Array) -> Array:
-        return self._apply(weights, x_NxF)[0][:, :CLASSES]
+        cfg = mlp_config_of(weights, self.teacher_mlp.activation)
+        return mlp.apply(weights, x_NxF, cfg)[0][:, :CLASSES]
 
     def fit(self, key: Array, data: dict[str, Array], weights_N: Array, dyn: Dyn,
             teacher: Classifier | None) -> Classifier:
@@ -331,7 +330,7 @@ class DigitsWorld:
             init = mlp.init(k_init, self.teacher_mlp)
             weights, _ = train(k_train, init, loss_fn, data, weights_N, t.steps,
                                t.batch_size, optimizer_for(t, dyn))
-            return Classifier(weights, init)
+            return Classifier(weights, init if self.cfg.same_init else None)
 
         objective = self.distill.objective
         name, hp = loss_name(self.distill), loss_hparams(dyn)
@@ -389,11 +388,11 @@ class DigitsWorld:
             kl_ts = jnp.mean(kl(jax.nn.log_softmax(t_logits), jax.nn.log_softmax(logits)))
             if self.targets is Targets.auxiliary:
                 subliminal = classification.accuracy(logits, self.y_test)
+        settings = decoding(self.sampling, dyn)
         # The share of majority labels this model gives its student's training inputs.
         majority_share = jnp.mean(sampler.probabilities(
-            self._class_logits(params.weights, self.x_labelled),
-            **decoding(self.sampling, dyn))[:, self.majority])
-        labels = sampler.sample(key, logits, **decoding(self.sampling, dyn))
+            self._class_logits(params.weights, self.x_labelled), **settings)[:, self.majority])
+        labels = sampler.sample(key, logits, **settings)
         fairness = {"group_accuracy_gap": nan, "demographic_parity_gap": nan,
                     "equalized_odds_gap": nan}
         if self.cfg.group_share > 0:

@@ -307,12 +307,18 @@ def sample_diversity(tokens_NxL: Array, support_V: Array, vendi_ngram: int = 1,
 
 def sample_sequences(key: Array, weights: Weights, cfg: tf.TransformerConfig, batch: int,
                      length: int, vocab: int, temperature: float | Array = 1.0,
-                     top_k: int = 0, top_p: float | Array = 1.0,
-                     min_p: float | Array = 0.0) -> Array:
+                     top_k: int = 0, top_p: float | Array = 1.0, min_p: float | Array = 0.0,
+                     return_logits: bool = False) -> Array | tuple[Array, Array]:
     """``batch`` sequences of ``length`` real tokens sampled from BOS (= ``vocab``) with the
-    KV cache (``tf.generate``); the BOS output column is never sampled."""
-    return tf.generate(key, weights, cfg, batch, length, vocab, temperature, top_k, top_p,
-                       min_p, sample_vocab=vocab)
+    KV cache (``tf.generate``); the BOS output column is never sampled. With
+    ``return_logits`` (static), also the logits over the V real tokens that each token was
+    drawn from, as a forward pass over the sample would give them."""
+    out = tf.generate(key, weights, cfg, batch, length, vocab, temperature, top_k, top_p,
+                      min_p, return_logits=return_logits, sample_vocab=vocab)
+    if return_logits:
+        tokens_BxL, logits_BxLxV1 = out
+        return tokens_BxL, logits_BxLxV1[..., :vocab]
+    return out
 
 
 def check_lm_config(world: str, cfg: LMConfig, vocab: int, distill: DistillConfig,
@@ -545,10 +551,12 @@ class LMWorld:
 
     def measure(self, key: Array, params: LMParams, teacher: LMParams | None,
                 dyn: Dyn | None = None) -> dict[str, Array]:
-        produced_ExL = self.generate(key, params, self.eval_ExL.shape[0], dyn)
-        produced_logits_ExLxV, _ = self.forward(params.weights, params.cfg, produced_ExL)
-        entropy_rate = jnp.mean(distributions.entropy(sampling.probabilities(
-            produced_logits_ExLxV, **decoding(self.sampling, dyn))))
+        settings = decoding(self.sampling, dyn)
+        produced_ExL, produced_logits_ExLxV = sample_sequences(
+            key, params.weights, params.cfg, self.eval_ExL.shape[0], self.seq_len, self.vocab,
+            **settings, return_logits=True)
+        entropy_rate = jnp.mean(distributions.entropy(
+            sampling.probabilities(produced_logits_ExLxV, **settings)))
         logits_ExLxV, _ = self.forward(params.weights, params.cfg, self.eval_ExL)
         logp_ExLxV = jax.nn.log_softmax(logits_ExLxV, axis=-1)
         nll = jnp.mean(objectives.cross_entropy(logits_ExLxV, self.eval_ExL))
