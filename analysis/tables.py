@@ -1,0 +1,118 @@
+"""Summary tables of a run or sweep at one generation, as numbers (pandas) and as text
+(Markdown, LaTeX with booktabs, HTML)."""
+
+from __future__ import annotations
+
+import html
+import math
+
+import pandas as pd
+import xarray as xr
+
+from analysis.figures import points, varied_dims
+from analysis.load import own_dims
+from analysis.stats import seed_summary
+
+STATS = ("mean", "sem", "ci_low", "ci_high", "count")
+
+
+def summary_table(ds: xr.Dataset, metrics: list[str], generation: int) -> pd.DataFrame:
+    """One row per (swept point, metric) at ``generation``: the varied swept dims' values,
+    ``metric``, and the seed statistics ``mean``, ``sem``, ``ci_low``, ``ci_high``,
+    ``count``. Metrics with their own dims (distinct_n over n) are left out."""
+    rows = []
+    for metric in metrics:
+        da = ds[metric]
+        if own_dims(da, ds):
+            continue
+        at = da.sel(generation=generation)
+        dims = varied_dims(at, ds)
+        summary = seed_summary(at.squeeze([d for d in at.dims if d != "seed"
+                                           and d not in dims and at.sizes[d] == 1]))
+        for point in points(summary, dims):
+            s = summary.sel(point)
+            rows.append({**point, "metric": metric, **{k: float(s[k]) for k in STATS}})
+    return pd.DataFrame(rows)
+
+
+def mean_pm_sem(mean: float, sem: float) -> str:
+    """``mean ± sem``, the SE to two significant digits and the mean to the same place."""
+    if not math.isfinite(mean):
+        return "NaN"
+    if not math.isfinite(sem) or sem == 0:
+        return f"{mean:.4g}"
+    places = max(0, 1 - int(math.floor(math.log10(abs(sem)))))
+    return f"{mean:.{places}f} ± {sem:.{places}f}"
+
+
+def _heading(ds: xr.Dataset, metric: str) -> str:
+    units = ds[metric].attrs.get("units")
+    return f"{metric} ({units})" if units else metric
+
+
+def text_table(table: pd.DataFrame, ds: xr.Dataset) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of strings: a row per swept point and a column per metric, or, with
+    a single point (one run), a row per metric with its mean ± SE and 95% interval."""
+    if table.empty:
+        return [], []
+    dims = [c for c in table.columns if c not in ("metric", *STATS)]
+    metrics = list(dict.fromkeys(table["metric"]))
+    if not dims:
+        header = ["metric", "mean ± SE", "95% CI", "seeds"]
+        rows = [[_heading(ds, r.metric), mean_pm_sem(r.mean, r.sem),
+                 f"[{r.ci_low:.4g}, {r.ci_high:.4g}]", str(int(r.count))]
+                for r in table.itertuples()]
+        return header, rows
+    header = [*dims, *(_heading(ds, m) for m in metrics)]
+    rows = []
+    for key, group in table.groupby(dims, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        cells = {r.metric: mean_pm_sem(r.mean, r.sem) for r in group.itertuples()}
+        rows.append([*map(str, key), *(cells.get(m, "") for m in metrics)])
+    return header, rows
+
+
+def comparison_text(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of strings of a paired-comparison table (``stats.comparison_table``)."""
+    header = ["metric", "a", "b", "at", "pairs", "mean a − b", "W", "p", "p (Holm)"]
+    rows = [[r.metric, str(r.a), str(r.b), r.at or "", str(r.n), f"{r.mean_diff:.4g}",
+             f"{r.W:g}", f"{r.p:.3g}", f"{r.p_holm:.3g}"] for r in table.itertuples()]
+    return header, rows
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+    align = ["---" if i == 0 else "---:" for i in range(len(header))]
+    return "\n".join([line(header), "|" + "|".join(align) + "|", *map(line, rows)]) + "\n"
+
+
+LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                 "^": r"\textasciicircum{}", "±": r"$\pm$", "−": "$-$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_ESCAPES.get(c, c) for c in text)
+
+
+def latex(header: list[str], rows: list[list[str]], caption: str = "") -> str:
+    """A booktabs tabular (``\\usepackage{booktabs}``), in a table float with ``caption``."""
+    spec = "l" + "r" * (len(header) - 1)
+    body = [" & ".join(map(latex_escape, r)) + r" \\" for r in rows]
+    lines = [r"\begin{table}", r"\centering"]
+    if caption:
+        lines.append(rf"\caption{{{latex_escape(caption)}}}")
+    lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+              " & ".join(map(latex_escape, header)) + r" \\", r"\midrule", *body,
+              r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def html_table(header: list[str], rows: list[list[str]]) -> str:
+    """An HTML table (text escaped)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                   for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
