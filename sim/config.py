@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from sim.distill import DistillConfig, SamplingConfig, StudentConfig, TrainConfig
+from sim.grid import GridConfig
 from sim.lanes import LanesConfig
 from sim.mix import MixConfig
 from sim.worlds import WORLDS, WorldConfig
@@ -33,7 +34,14 @@ class Config:
     generations: int = 10  # G: generations after generation 0 (which fits real data)
     seeds: int = 8  # independent chains, run as lanes of one compiled program
     seed: int = 0  # base seed: lane i uses fold_in(key(seed), i)
+    # Traced settings swept as lanes of this one program (grid.sampling.temperature=[0.5,1]):
+    # every point of the product runs `seeds` lanes, each swept key is a dimension of the
+    # results, and takes its values from here, not from its own setting. `python -m sim -m`
+    # fills it from comma-separated sweeps of traced keys (hydra_plugins/sim_sweeper).
+    grid: GridConfig = field(default_factory=GridConfig)
     progress: bool = True  # show a progress bar over generations
+    compile_cache: bool = True  # JAX's persistent compilation cache (sim/compile_cache.py)
+    compile_cache_dir: Optional[str] = None  # None: $XDG_CACHE_HOME/sim/jax (~/.cache/...)
 
 
 def _writable(node: DictConfig) -> DictConfig:

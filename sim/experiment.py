@@ -8,26 +8,38 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping, NamedTuple
 
-import jax.numpy as jnp
+import numpy as np
 import xarray as xr
 from omegaconf import OmegaConf
 
+from sim import compile_cache
+from sim import grid as grids
 from sim.chain import Chain
 from sim.config import Config
-from sim.distill import dynamic_settings
+from sim.distill import check_closed_form, dynamic_settings
 from sim.distill import validate as validate_distill
 from sim.errors import require
 from sim.lanes import lane_keys, resolve_strategy, run_lanes
 from sim.metrics.retention import RETENTION_INFO, relative_metrics, retention_metrics
 from sim.mix import make_mix
+from sim.mix import validate as validate_mix
 from sim.record import run_attrs, to_dataset
-from sim.worlds import make_world
+from sim.worlds import WORLDS, make_world, world_name
 
 
 class Experiment(NamedTuple):
     cfg: Config
     chain: Chain
-    dyn: dict[str, float]  # dynamic settings shared by every lane of this run
+    dyn: dict[str, float]  # dynamic settings of every lane, before the grid's values
+    grid: grids.Grid  # traced settings swept as lanes (empty: one point)
+
+
+def _validate_point(cfg: Config, world: str) -> None:
+    """The checks of the traced settings, for one grid point's values."""
+    validate_distill(cfg.distill, cfg.sampling, cfg.train, cfg.student)
+    validate_mix(cfg.mix)
+    if WORLDS[world].closed_form:
+        check_closed_form(world, cfg.distill, cfg.sampling, cfg.student)
 
 
 def build(cfg: Config) -> Experiment:
@@ -35,22 +47,32 @@ def build(cfg: Config) -> Experiment:
     require(cfg.generations >= 0, "generations", cfg.generations, "an integer >= 0")
     require(cfg.seeds >= 1, "seeds", cfg.seeds, "an integer >= 1")
     resolve_strategy(cfg.lanes)
-    validate_distill(cfg.distill, cfg.sampling, cfg.train, cfg.student)
-    world = make_world(cfg.world, cfg.distill, cfg.sampling, cfg.train, cfg.student)
+    compile_cache.configure(cfg.compile_cache, cfg.compile_cache_dir)  # before any compile
+    grid = grids.as_grid(cfg.grid)
+    name = world_name(cfg.world)
+    grids.validate(cfg, grid, WORLDS[name].closed_form)
+    for point in grids.points(grid):
+        _validate_point(grids.with_values(cfg, point), name)
+    static = grids.with_values(cfg, grids.covering(grid))
+    world = make_world(static.world, static.distill, static.sampling, static.train,
+                       static.student)
     mix = make_mix(cfg.mix, world.n_samples, cfg.generations, world.min_rows)
     dyn = {"mix.real_fraction": cfg.mix.real_fraction,
            **dynamic_settings(cfg.distill, cfg.sampling, cfg.train)}
-    return Experiment(cfg, Chain(world, mix), dyn)
+    return Experiment(cfg, Chain(world, mix), dyn, grid)
 
 
 def run(experiment: Experiment, swept: Mapping[str, Any] | None = None,
         config_yaml: str | None = None) -> xr.Dataset:
-    """Run all lanes of a built experiment; ``swept`` becomes length-1 coordinates."""
-    cfg = experiment.cfg
+    """Run all lanes of a built experiment (seeds x grid points); ``swept`` (the keys a
+    multirun sweeps across jobs) becomes length-1 coordinates."""
+    cfg, grid = experiment.cfg, experiment.grid
     start = time.perf_counter()
-    dyn_S = {k: jnp.full(cfg.seeds, v, jnp.float32) for k, v in experiment.dyn.items()}
-    metrics = run_lanes(experiment.chain, lane_keys(cfg.seed, cfg.seeds), dyn_S,
-                        cfg.generations, cfg.lanes, cfg.progress)
+    points = len(grids.points(grid))
+    keys_L = lane_keys(cfg.seed, np.tile(np.arange(cfg.seeds), points))  # same per point
+    dyn_L = grids.lane_settings(experiment.dyn, grid, cfg.seeds)
+    metrics = run_lanes(experiment.chain, keys_L, dyn_L, cfg.generations, cfg.lanes,
+                        cfg.progress)
     wall = time.perf_counter() - start
     world = experiment.chain.world
     info = dict(world.metric_info)
@@ -62,4 +84,4 @@ def run(experiment: Experiment, swept: Mapping[str, Any] | None = None,
     info.update({name: r.info for name, r in relative.items()})
     if config_yaml is None:
         config_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
-    return to_dataset(metrics, info, swept, run_attrs(config_yaml, wall))
+    return to_dataset(metrics, info, swept, run_attrs(config_yaml, wall), grid, cfg.seeds)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import enum
 import functools
+import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -39,18 +40,26 @@ class Strategy(str, enum.Enum):
 class LanesConfig:
     strategy: Strategy = Strategy.auto
     batch_size: Optional[int] = None  # lanes per vmapped batch under map (None: the world's)
+    chunk_size: Optional[int] = None  # lanes per compiled call (None: as many as memory allows)
+    memory_fraction: float = 0.5  # share of free device memory an automatic chunk may use
 
 
-def lane_keys(seed: int, lanes: int) -> Array:
-    """Lane i's key is fold_in(key(seed), i): independent of how many lanes run."""
+def lane_keys(seed: int, lanes: int | np.ndarray) -> Array:
+    """Lane i's key is fold_in(key(seed), i): independent of how many lanes run.
+    ``lanes`` is a number of lanes (0..lanes-1) or the lane indices themselves."""
     base = jax.random.key(seed)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(lanes))
+    indices = np.arange(lanes) if np.ndim(lanes) == 0 else np.asarray(lanes)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(indices, jnp.int32))
 
 
 def resolve_strategy(cfg: LanesConfig, cpu_lane_batch: int = 0) -> tuple[Strategy, int]:
     """The strategy and lanes per batch: ``auto`` follows the world's CPU measurement."""
     require(cfg.batch_size is None or cfg.batch_size >= 1, "lanes.batch_size", cfg.batch_size,
             "an integer >= 1, or null (the world's measured choice)")
+    require(cfg.chunk_size is None or cfg.chunk_size >= 1, "lanes.chunk_size", cfg.chunk_size,
+            "an integer >= 1, or null (as many lanes as device memory allows)")
+    require(0 < cfg.memory_fraction <= 1, "lanes.memory_fraction", cfg.memory_fraction,
+            "a float in (0, 1]")
     batch_size = cfg.batch_size or cpu_lane_batch or DEFAULT_BATCH
     if cfg.strategy is not Strategy.auto:
         return cfg.strategy, batch_size
@@ -74,30 +83,119 @@ def _shard(tree: Any, lanes: int) -> Any:
     return jax.device_put(tree, sharding)
 
 
-def run_lanes(chain: Chain, keys_S: Array, dyn_S: dict[str, Array], generations: int,
+def free_memory_bytes(device: jax.Device) -> int:
+    """Memory the device can still allocate: the allocator's limit on accelerators, the
+    host's available memory on CPU."""
+    stats = device.memory_stats() or {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_bytes(compiled: jax.stages.Compiled) -> int | None:
+    """Arguments, outputs and temporaries of a compiled call (None where XLA cannot say)."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return None
+    return (stats.argument_size_in_bytes + stats.output_size_in_bytes
+            + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+
+
+def _round_to(lanes: int, multiple: int) -> int:
+    return max(multiple, lanes - lanes % multiple) if lanes >= multiple else lanes
+
+
+class _Programs:
+    """The compiled ``start`` and ``step`` of a chain for chunks of ``chunk`` lanes."""
+
+    def __init__(self, chain: Chain, strategy: Strategy, batch_size: int, chunk: int):
+        over = functools.partial(_over_lanes, strategy=strategy, batch_size=batch_size,
+                                 lanes=chunk)
+        self.chunk = chunk
+        self.start = jax.jit(lambda keys_S, dyn_S: over(lambda a: chain.start(*a))(
+            (keys_S, dyn_S)))
+        self.step = jax.jit(
+            lambda state_S, g, keys_S, dyn_S: over(
+                lambda a: chain.step(a[0], g, a[1], a[2]))((state_S, keys_S, dyn_S)),
+            donate_argnums=0)
+
+    def step_peak_bytes(self, keys_S: Array, dyn_S: dict[str, Array]) -> int | None:
+        """Memory of one generation step for a chunk (compiles it: jit reuses the result)."""
+        state_S, _ = jax.eval_shape(self.start, keys_S, dyn_S)
+        generation = jax.ShapeDtypeStruct((), jnp.int32)
+        return peak_bytes(self.step.lower(state_S, generation, keys_S, dyn_S).compile())
+
+
+def _chunk_inputs(keys_L: Array, dyn_L: dict[str, Array], lanes: slice,
+                  chunk: int) -> tuple[Array, dict[str, Array]]:
+    """Lanes ``lanes`` padded to ``chunk`` with copies of the last (dropped afterwards)."""
+    index = np.minimum(np.arange(lanes.start, lanes.start + chunk), lanes.stop - 1)
+    keys_S = jax.random.wrap_key_data(np.asarray(jax.random.key_data(keys_L))[index])
+    return _shard((keys_S, {k: np.asarray(v)[index] for k, v in dyn_L.items()}), chunk)
+
+
+def plan_chunk(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], cfg: LanesConfig,
+               strategy: Strategy, batch_size: int) -> _Programs:
+    """The programs for the largest chunk of lanes whose generation step fits in
+    ``cfg.memory_fraction`` of the free memory (or ``cfg.chunk_size`` lanes)."""
+    lanes = keys_L.shape[0]
+    devices = jax.local_device_count()
+    if cfg.chunk_size is not None:
+        return _Programs(chain, strategy, batch_size, min(cfg.chunk_size, lanes))
+    budget = cfg.memory_fraction * free_memory_bytes(jax.local_devices()[0]) * devices
+    chunk = lanes
+    while True:
+        programs = _Programs(chain, strategy, batch_size, chunk)
+        peak = programs.step_peak_bytes(*_chunk_inputs(keys_L, dyn_L, slice(0, lanes), chunk))
+        if peak is None or peak <= budget or chunk <= devices:
+            return programs
+        chunk = _round_to(max(1, min(chunk - 1, int(chunk * budget / peak))), devices)
+
+
+def _finish(metrics_S: dict[str, Array], host: Mapping[str, Callable[[Any], Any]]
+            ) -> dict[str, np.ndarray]:
+    """One generation's metrics on the host, with the world's host metrics finished lane
+    by lane."""
+    metrics_S = jax.device_get(metrics_S)
+    for name, fn in host.items():
+        metrics_S[name] = np.stack([fn(lane) for lane in metrics_S[name]])
+    return metrics_S
+
+
+def run_lanes(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], generations: int,
               cfg: LanesConfig, progress: bool = True) -> dict[str, np.ndarray]:
-    """Run every lane for ``generations`` generations; metrics as arrays (G + 1, lanes)."""
-    lanes = keys_S.shape[0]
+    """Run every lane for ``generations`` generations, in chunks of lanes that fit in
+    memory; metrics as arrays (G + 1, lanes, ...)."""
+    lanes = keys_L.shape[0]
     strategy, batch_size = resolve_strategy(cfg, chain.world.cpu_lane_batch)
-    keys_S, dyn_S = _shard((keys_S, dyn_S), lanes)
-
-    @jax.jit
-    def start(keys_S: Array, dyn_S: dict[str, Array]):
-        return _over_lanes(lambda a: chain.start(*a), strategy, batch_size, lanes)(
-            (keys_S, dyn_S))
-
-    @functools.partial(jax.jit, donate_argnums=0)
-    def step(state_S: Any, generation: Array, keys_S: Array, dyn_S: dict[str, Array]):
-        return _over_lanes(lambda a: chain.step(a[0], generation, a[1], a[2]),
-                           strategy, batch_size, lanes)((state_S, keys_S, dyn_S))
-
-    state_S, metrics = start(keys_S, dyn_S)
-    history = [jax.device_get(metrics)]
-    with warnings.catch_warnings():
+    programs = plan_chunk(chain, keys_L, dyn_L, cfg, strategy, batch_size)
+    finish = functools.partial(_finish, host=getattr(chain.world, "host_metrics", {}))
+    chunk = programs.chunk
+    starts = range(0, lanes, chunk)
+    histories = []
+    bar = tqdm(total=len(starts) * (generations + 1), unit="gen", leave=False,
+               desc=f"{lanes} lanes" + (f" in chunks of {chunk}" if chunk < lanes else ""),
+               disable=not progress or (generations == 0 and len(starts) == 1))
+    with bar, warnings.catch_warnings():
         # A student whose shapes differ from the generation-0 teacher cannot reuse its buffers.
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
-        for g in tqdm(range(1, generations + 1), desc="generations", unit="gen",
-                      disable=not progress or generations == 0, leave=False):
-            state_S, metrics = step(state_S, jnp.asarray(g), keys_S, dyn_S)
-            history.append(jax.device_get(metrics))
-    return {name: np.stack([h[name] for h in history]) for name in history[0]}
+        for first in starts:
+            used = slice(first, min(first + chunk, lanes))
+            keys_S, dyn_S = _chunk_inputs(keys_L, dyn_L, used, chunk)
+            state_S, metrics = programs.start(keys_S, dyn_S)
+            history = [finish(metrics)]
+            bar.update()
+            for g in range(1, generations + 1):
+                state_S, metrics = programs.step(state_S, np.int32(g), keys_S, dyn_S)
+                history.append(finish(metrics))
+                bar.update()
+            n_used = used.stop - used.start
+            histories.append({name: np.stack([h[name][:n_used] for h in history])
+                              for name in history[0]})
+    return {name: np.concatenate([h[name] for h in histories], axis=1)
+            for name in histories[0]}

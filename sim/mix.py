@@ -99,10 +99,15 @@ class Mix:
         return pool, pool, chosen_P.astype(jnp.float32)
 
 
-def make_mix(cfg: MixConfig, n_samples: int, generations: int, min_rows: int = 1) -> Mix:
-    """Validate a mix config and build the policy; ``min_rows`` is what a fit needs."""
+def validate(cfg: MixConfig) -> None:
+    """One-line errors for the traced settings (each point of a grid is checked)."""
     require(0.0 <= cfg.real_fraction <= 1.0, "mix.real_fraction", cfg.real_fraction,
             "a fraction in [0, 1]")
+
+
+def make_mix(cfg: MixConfig, n_samples: int, generations: int, min_rows: int = 1) -> Mix:
+    """Validate a mix config and build the policy; ``min_rows`` is what a fit needs."""
+    validate(cfg)
     size = n_samples if cfg.subsample_size is None else cfg.subsample_size
     require(size >= min_rows, "mix.subsample_size", cfg.subsample_size,
             f"an integer >= {min_rows} (the fewest rows the world's fit needs), or null")

@@ -2,8 +2,9 @@
 
 A run's Dataset has dims ``generation`` (0..G; 0 = fitted on real data) and ``seed`` (the
 lane index), one variable per metric with ``long_name``, ``description`` and ``units``
-where it has one, and every swept parameter of a multirun as a length-1 dimension named
-by its config key, so the runs of one sweep combine with ``xr.combine_by_coords``.
+where it has one, every key of a grid of traced settings (run as lanes) as a dimension,
+and every other swept parameter of a multirun as a length-1 dimension, each named by its
+config key, so the runs of one sweep combine with ``xr.combine_by_coords``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import jax
 import numpy as np
 import xarray as xr
 
+from sim.grid import Grid
+from sim.grid import shape as grid_shape
 from sim.worlds.base import MetricInfo
 
 PACKAGES = ("sim", "jax", "jaxlib", "flax", "optax", "numpy", "xarray", "hydra-core", "h5netcdf")
@@ -39,26 +42,39 @@ def coordinate_value(value: Any) -> Any:
     return str(value)
 
 
+def _by_point(values: np.ndarray, grid: Grid, seeds: int) -> np.ndarray:
+    """(G + 1, points x seeds, *rest) with point-major lanes -> (G + 1, seeds, *rest, *grid)."""
+    k = len(grid)
+    values = values.reshape(values.shape[:1] + grid_shape(grid) + (seeds,) + values.shape[2:])
+    return np.moveaxis(values, tuple(range(1, 1 + k)), tuple(range(-k, 0)))
+
+
 def to_dataset(metrics: Mapping[str, np.ndarray], info: Mapping[str, MetricInfo],
                swept: Mapping[str, Any] | None = None,
-               attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
-    """Metrics of shape (G + 1, lanes, *metric dims) as a Dataset.
+               attrs: Mapping[str, Any] | None = None, grid: Grid = (),
+               seeds: int | None = None) -> xr.Dataset:
+    """Metrics of shape (G + 1, lanes, *metric dims) as a Dataset; with a ``grid``, lanes
+    are point-major (``sim.grid``) and each grid key becomes a dimension.
 
-    Dims: (generation, seed, *the metric's own dims, *swept keys).
+    Dims: (generation, seed, *the metric's own dims, *grid keys, *swept keys).
     """
     data_vars, coords = {}, {}
     for name, values in metrics.items():
         meta = info[name]
         values = np.asarray(values)
+        if grid:
+            values = _by_point(values, grid, seeds)
         var_attrs = {"long_name": meta.long_name, "description": meta.description}
         if meta.units:
             var_attrs["units"] = meta.units
-        data_vars[name] = (("generation", "seed", *meta.dims), values, var_attrs)
+        grid_dims = tuple(key for key, _ in grid)
+        data_vars[name] = (("generation", "seed", *meta.dims, *grid_dims), values, var_attrs)
         for i, dim in enumerate(meta.dims):
             size = values.shape[2 + i]
             coords[dim] = np.asarray(meta.coords[i]) if meta.coords else np.arange(size)
     generations, lanes = next(iter(metrics.values())).shape[:2]
-    coords.update(generation=np.arange(generations), seed=np.arange(lanes))
+    coords.update(generation=np.arange(generations), seed=np.arange(seeds or lanes))
+    coords.update({key: np.asarray(values) for key, values in grid})
     ds = xr.Dataset(data_vars, coords=coords, attrs=dict(attrs or {}))
     ds["generation"].attrs["long_name"] = "generation (0 = fitted on real data)"
     ds["seed"].attrs["long_name"] = "lane index (key = fold_in(key(seed), index))"

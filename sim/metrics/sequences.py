@@ -102,18 +102,15 @@ def self_bleu(tokens_NxL: Array, max_n: int = 4, epsilon: float = 0.1) -> Array:
     return jnp.mean(jnp.exp(jnp.mean(jnp.stack(log_precisions), axis=0)))
 
 
-def _gzip_ratio(tokens_NxL: np.ndarray) -> np.ndarray:
+def compression_ratio(tokens_NxL: np.ndarray) -> np.float32:
+    """Raw bytes over gzip-compressed bytes of the token stream (one byte a token when
+    V <= 256); higher means more repetitive. Runs on the host, on numpy arrays: worlds list
+    it in ``host_metrics``, so compiled chains hold no callback (which would keep them out
+    of JAX's persistent compilation cache)."""
     data = np.asarray(tokens_NxL)
     width = 1 if data.max(initial=0) < 256 else 4
     raw = data.astype(np.uint8 if width == 1 else np.uint32).tobytes()
     return np.float32(len(raw) / len(gzip.compress(raw, compresslevel=9, mtime=0)))
-
-
-def compression_ratio(tokens_NxL: Array) -> Array:
-    """Raw bytes over gzip-compressed bytes of the token stream (one byte a token when
-    V <= 256); higher means more repetitive. Runs on the host (``pure_callback``)."""
-    return jax.pure_callback(_gzip_ratio, jax.ShapeDtypeStruct((), jnp.float32), tokens_NxL,
-                             vmap_method="sequential")
 
 
 def trait_counts(tokens_NxL: Array, trigger_K: Array, continuation_M: Array

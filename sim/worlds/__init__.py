@@ -32,17 +32,24 @@ WORLDS: dict[str, WorldEntry] = {
 }
 
 
-def make_world(cfg: WorldConfig, distill: DistillConfig, sampling: SamplingConfig,
-               train: TrainConfig, student: StudentConfig) -> World:
-    """Validate a world config (and the distillation settings it uses); build the world."""
+def world_name(cfg: WorldConfig) -> str:
+    """The registry name of a world config's world."""
     for name, entry in WORLDS.items():
         if type(cfg) is entry.config:
-            if entry.closed_form:
-                check_closed_form(name, distill, sampling, student)
-                return entry.build(cfg)
-            return entry.build(cfg, distill, sampling, train, student)
+            return name
     raise ConfigError(f"world of type {type(cfg).__name__} is not allowed: one of "
                       f"{', '.join(WORLDS)}")
 
 
-__all__ = ["WORLDS", "MetricInfo", "World", "WorldConfig", "make_world"]
+def make_world(cfg: WorldConfig, distill: DistillConfig, sampling: SamplingConfig,
+               train: TrainConfig, student: StudentConfig) -> World:
+    """Validate a world config (and the distillation settings it uses); build the world."""
+    name = world_name(cfg)
+    entry = WORLDS[name]
+    if entry.closed_form:
+        check_closed_form(name, distill, sampling, student)
+        return entry.build(cfg)
+    return entry.build(cfg, distill, sampling, train, student)
+
+
+__all__ = ["WORLDS", "MetricInfo", "World", "WorldConfig", "make_world", "world_name"]

@@ -71,6 +71,11 @@ class World(Protocol):
     # Optional: metrics computed after the run from a measured metric's change since
     # generation 0 (e.g. trait_amplification); absent = none
     # relative_metrics: Mapping[str, Relative]
+    # Optional: metrics that ``measure`` returns as an intermediate array (e.g. the produced
+    # tokens) and that this host (numpy) function of one lane's array finishes after each
+    # generation (e.g. gzip's compression ratio); absent = none. Compiled chains then hold
+    # no host callback, which would keep them out of the persistent compilation cache.
+    # host_metrics: Mapping[str, Callable[[np.ndarray], np.ndarray]]
 
     def sample_real(self, key: Array, n: int) -> Data:
         """n samples of real data."""

@@ -282,6 +282,11 @@ def trait_contexts(rows: list[np.ndarray], trait: Trait, length: int, count: int
     return contexts_CxL, mask_CxL
 
 
+# Metrics that ``measure`` returns as an intermediate (the produced tokens), finished per
+# lane on the host after each generation: gzip has no XLA counterpart.
+HOST_METRICS = {"compression_ratio": sequences.compression_ratio}
+
+
 def lm_metric_info(extra: Mapping[str, MetricInfo], vendi: MetricInfo,
                    trait: Mapping[str, MetricInfo]) -> dict[str, MetricInfo]:
     """The metrics of an LM world, in order: NLL, perplexity, ``extra``, the rest, the
@@ -299,7 +304,7 @@ def sample_diversity(tokens_NxL: Array, support_V: Array, vendi_ngram: int = 1,
                                     for n in NGRAM_ORDERS]),
         "distinct_n": jnp.stack([sequences.distinct_n(tokens_NxL, n) for n in NGRAM_ORDERS]),
         "self_bleu": sequences.self_bleu(tokens_NxL[:SELF_BLEU_SEQUENCES]),
-        "compression_ratio": sequences.compression_ratio(tokens_NxL),
+        "compression_ratio": tokens_NxL,  # finished on the host: HOST_METRICS
         "support_coverage": sequences.support_coverage(tokens_NxL, support_V),
         "vendi": vendi.vendi_score(vendi.bag_of_ngrams(tokens_NxL, vendi_ngram), vendi_q),
     }
@@ -373,6 +378,7 @@ class LMWorld:
     headline: tuple[str, ...] = ("nll_real", "model_entropy", "entropy", "agreement")
     retention_of = ("nll_real", "likelihood")
     relative_metrics: Mapping[str, Relative] = {}  # trait_amplification with a trait
+    host_metrics = HOST_METRICS
     eval_ExL: Array  # held-out real sequences E x L, int32 (set_real_data)
     support_V: Array  # tokens the real data can contain, bool (set_real_data)
     trait: Trait | None = None  # the planted trait (set_real_data)

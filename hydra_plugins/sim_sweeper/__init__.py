@@ -1,0 +1,1 @@
+"""The ``vectorised`` Hydra sweeper of ``sim`` (``hydra/sweeper=vectorised``)."""

@@ -1,0 +1,26 @@
+"""JAX's persistent compilation cache: a program compiled once is loaded, not recompiled,
+by later jobs and runs of the same shapes (the key covers the program, JAX version, backend
+and flags, so a stale entry is never used)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+
+
+def default_directory() -> Path:
+    """``$XDG_CACHE_HOME/sim/jax``, or ``~/.cache/sim/jax``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sim" / "jax"
+
+
+def configure(enabled: bool, directory: str | None = None) -> Path | None:
+    """Switch the cache on (in ``directory``, or the default) or off; the directory used."""
+    jax.config.update("jax_enable_compilation_cache", enabled)
+    if not enabled:
+        return None
+    path = Path(directory).expanduser() if directory else default_directory()
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    return path

@@ -1,0 +1,150 @@
+"""A grid of traced settings, run as lanes of one compiled program.
+
+``grid`` gives values to sweep for traced settings, under the same keys as the settings
+themselves: ``grid.sampling.temperature=[0.5,1.0] grid.mix.real_fraction=[0,0.1,0.5]``
+(``python -m sim -m`` writes these from comma-separated sweeps of traced keys). Its points
+are the Cartesian product of the value lists (the key order below; the last key varies
+fastest). Every point runs ``seeds`` lanes with the same lane keys as a run of that point
+alone (lane i of every point uses ``fold_in(key(seed), i)``: common random numbers, so
+points can be compared seed by seed, and a point re-run alone gives the same numbers).
+
+Lanes are ordered point-major: lane ``p * seeds + i`` is seed ``i`` of point ``p``.
+This module imports no JAX: Hydra's sweeper plugin reads ``TRACED_KEYS`` from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, List, Mapping, Optional, get_type_hints
+
+import numpy as np
+
+from sim.errors import require
+
+Values = Optional[List[float]]  # None: not swept
+
+
+@dataclass(frozen=True)
+class SamplingGrid:
+    temperature: Values = None
+    top_p: Values = None
+    min_p: Values = None
+
+
+@dataclass(frozen=True)
+class MixGrid:
+    real_fraction: Values = None
+
+
+@dataclass(frozen=True)
+class DistillGrid:
+    alpha: Values = None
+    tau: Values = None
+    beta: Values = None
+    feature_weight: Values = None
+    on_policy_fraction: Values = None
+
+
+@dataclass(frozen=True)
+class TrainGrid:
+    lr: Values = None
+    weight_decay: Values = None
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """Values of the traced settings (``sim/distill.py:dynamic_settings`` and the mix's
+    real fraction) to run as lanes; each swept key becomes a dimension of the results."""
+
+    sampling: SamplingGrid = field(default_factory=SamplingGrid)
+    mix: MixGrid = field(default_factory=MixGrid)
+    distill: DistillGrid = field(default_factory=DistillGrid)
+    train: TrainGrid = field(default_factory=TrainGrid)
+
+
+TRACED_KEYS = tuple(f"{group}.{name}" for group, settings in get_type_hints(GridConfig).items()
+                    for name in get_type_hints(settings))
+OBJECTIVES_USING = {  # the objectives whose loss reads each distillation setting
+    "distill.alpha": ("soft", "feature"),
+    "distill.tau": ("soft", "feature"),
+    "distill.beta": ("jsd", "on_policy"),
+    "distill.feature_weight": ("feature",),
+    "distill.on_policy_fraction": ("on_policy",),
+}
+
+Grid = tuple[tuple[str, tuple[float, ...]], ...]  # ((config key, values), ...), hashable
+
+
+def as_grid(cfg: GridConfig) -> Grid:
+    """The swept keys of a grid config with their values, in ``TRACED_KEYS`` order."""
+    grid = []
+    for key in TRACED_KEYS:
+        group, name = key.split(".")
+        values = getattr(getattr(cfg, group), name)
+        if values is not None:
+            grid.append((key, tuple(float(v) for v in values)))
+    return tuple(grid)
+
+
+def points(grid: Grid) -> list[dict[str, float]]:
+    """Every grid point as {config key: value}; one empty point for an empty grid."""
+    keys = [key for key, _ in grid]
+    return [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in grid))]
+
+
+def shape(grid: Grid) -> tuple[int, ...]:
+    return tuple(len(values) for _, values in grid)
+
+
+def with_values(cfg: Any, values: Mapping[str, Any]) -> Any:
+    """A frozen dataclass config with dotted keys (``sampling.temperature``) replaced."""
+    for key, value in values.items():
+        head, _, rest = key.partition(".")
+        child = getattr(cfg, head)
+        cfg = dataclasses.replace(cfg, **{head: with_values(child, {rest: value})
+                                          if rest else value})
+    return cfg
+
+
+def lane_settings(base: Mapping[str, float], grid: Grid, seeds: int) -> dict[str, np.ndarray]:
+    """Each traced setting as a float32 array over the point-major lanes."""
+    settings = {key: np.full(len(points(grid)) * seeds, value, np.float32)
+                for key, value in base.items()}
+    for p, point in enumerate(points(grid)):
+        for key, value in point.items():
+            settings[key][p * seeds:(p + 1) * seeds] = value
+    return settings
+
+
+def validate(cfg: Any, grid: Grid, closed_form: bool) -> None:
+    """One-line errors for grid keys that are not traced or that the config does not use.
+
+    The values themselves are checked point by point, as a single run's would be
+    (``sim.experiment.build``)."""
+    for key, values in grid:
+        shown = f"grid.{key}"
+        require(len(values) >= 1, shown, list(values), "a non-empty list of numbers")
+        require(len(set(values)) == len(values), shown, list(values), "distinct values")
+        objective = cfg.distill.objective.value
+        using = OBJECTIVES_USING.get(key)
+        require(using is None or objective in using, shown, list(values),
+                f"only with distill={' or distill='.join(using or ())} "
+                f"(this run trains with distill={objective})")
+        require(key != "mix.real_fraction" or cfg.mix.policy.value == "fresh", shown,
+                list(values), f"only with mix=fresh (this run has mix={cfg.mix.policy.value})")
+        require(not (closed_form and key.startswith("train.")), shown, list(values),
+                "only in trained worlds (closed-form worlds fit by maximum likelihood)")
+
+
+def covering(grid: Grid) -> dict[str, float]:
+    """Values under which every point's static choices are made: a sampling filter that
+    any point switches on is compiled in for all (top-p 1 and min-p 0 pass it exactly)."""
+    cover = {}
+    for key, values in grid:
+        if key == "sampling.top_p":
+            cover[key] = min(values)
+        elif key == "sampling.min_p":
+            cover[key] = max(values)
+    return cover
