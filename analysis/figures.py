@@ -192,8 +192,8 @@ def true_rank_frequency(config_yaml: str | None, ranks: int,
         return None
     s = float(settings["zipf_exponent"])
     p_R = np.arange(1, ranks + 1, dtype=np.float64) ** -s
-    trait = " without the trait" if settings.get("trait_trigger") else ""
-    return p_R / p_R.sum(), f"truth: Zipf, s = {s:g}{trait}"
+    trait = ", no trait" if settings.get("trait_trigger") else ""
+    return p_R / p_R.sum(), f"truth (Zipf, s = {s:g}{trait})"
 
 
 @styled
@@ -207,13 +207,13 @@ def tails(ds: xr.Dataset, config_yaml: str | None = None,
     (rank_dim,) = own_dims(da, ds)
     dims = varied_dims(da, ds)
     panels = points(da, dims)
-    fig, axes = figure(len(panels))
+    fig, axes = figure(len(panels), sharey=True)
     mean = da.mean("seed")
     generations = da["generation"].values
     norm = Normalize(generations.min(), generations.max())
     cmap = ScalarMappable(norm, SEQUENTIAL)
     rank = da[rank_dim].values
-    for ax, point in zip(axes, panels):
+    for i, (ax, point) in enumerate(zip(axes, panels)):
         for g in generations:
             frequency = mean.sel(point).sel(generation=g).values
             ax.plot(rank, np.where(frequency > 0, frequency, np.nan),
@@ -222,7 +222,8 @@ def tails(ds: xr.Dataset, config_yaml: str | None = None,
         if truth is not None:
             ax.plot(rank, truth[0], color="black", linestyle="--", linewidth=1.2,
                     label=truth[1])
-            ax.legend(loc="lower left")
+            if i == 0:
+                ax.legend(loc="lower left")
         ax.set_xscale("log")
         ax.set_yscale("log")
         if point:

@@ -147,7 +147,8 @@ def plan(ds: xr.Dataset, metrics: list[str], generation: int, config: str | None
         plots.append(Plot("bias_propagation", f"planted biases: {', '.join(bias)} ({band})",
                           functools.partial(figures.bias_propagation, ds, tuple(bias)),
                           wide=len(bias) > 1))
-    if {"retention", "cost_reduction"} <= set(metrics) and varied:
+    if {"retention", "cost_reduction"} <= set(metrics) and varied and is_informative(
+            ds["cost_reduction"]):
         plots.append(Plot("retention_cost", f"retention against cost reduction at generation "
                           f"{generation} (mean over {seeds} seeds, 95% bootstrap intervals)",
                           functools.partial(figures.retention_cost, ds, generation)))
@@ -220,7 +221,9 @@ def write_outputs(path: str | Path, metrics: list[str] | None = None,
             c_header, c_rows = tables.comparison_text(comparison)
             note = (f"Wilcoxon signed-rank test of {dim} = a against b over seeds "
                     f"(paired: lanes share seeds) at generation {generation}; p-values "
-                    f"Holm-corrected across the {len(comparison)} comparisons")
+                    f"Holm-corrected across the {len(comparison)} comparisons; with "
+                    f"{seeds} pairs the smallest two-sided p is 2^(1-{seeds}) = "
+                    f"{2.0 ** (1 - seeds):.3g}")
             table_files += [out / "comparisons.md", out / "comparisons.tex"]
             table_files[-2].write_text(f"{note}.\n\n" + tables.markdown(c_header, c_rows))
             table_files[-1].write_text(tables.latex(c_header, c_rows, note))
@@ -229,7 +232,8 @@ def write_outputs(path: str | Path, metrics: list[str] | None = None,
 
     skipped = [m for m in metrics if not is_informative(ds[m])]
     report = Report(
-        title=f"{root.name}: {', '.join(figures.varied_dims(ds)) or 'one run'}",
+        title=(f"Sweep over {', '.join(figures.varied_dims(ds))}" if figures.varied_dims(ds)
+               else "Run"),
         subtitle=f"{root}: generations 0..{int(ds['generation'].max())}, {seeds} seeds, "
                  f"{len(files)} run{'s' if len(files) > 1 else ''}",
         figures=shown, tables=report_tables,
@@ -237,7 +241,7 @@ def write_outputs(path: str | Path, metrics: list[str] | None = None,
                   ds[m].attrs.get("description", "")] for m in metrics],
         provenance=_provenance(ds, root, files), config=config,
         config_note=("" if ds.attrs.get("config") else
-                     f"config of {files[0].parent.relative_to(root)}; the swept keys differ "
+                     f"config of job {files[0].parent.relative_to(root)}; the swept keys differ "
                      "between runs"),
         notes=[f"Not drawn (constant or without values): {', '.join(skipped)}."]
         if skipped else [])

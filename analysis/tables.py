@@ -51,8 +51,9 @@ def _heading(ds: xr.Dataset, metric: str) -> str:
 
 
 def text_table(table: pd.DataFrame, ds: xr.Dataset) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of strings: a row per swept point and a column per metric, or, with
-    a single point (one run), a row per metric with its mean ± SE and 95% interval."""
+    """(header, rows) of strings, cells ``mean ± SE``. One run: a row per metric with its
+    interval and seeds. A sweep: a row per swept point and a column per metric, or the
+    transpose when there are more metrics than points (the longer list goes down)."""
     if table.empty:
         return [], []
     dims = [c for c in table.columns if c not in ("metric", *STATS)]
@@ -63,20 +64,27 @@ def text_table(table: pd.DataFrame, ds: xr.Dataset) -> tuple[list[str], list[lis
                  f"[{r.ci_low:.4g}, {r.ci_high:.4g}]", str(int(r.count))]
                 for r in table.itertuples()]
         return header, rows
-    header = [*dims, *(_heading(ds, m) for m in metrics)]
-    rows = []
-    for key, group in table.groupby(dims, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        cells = {r.metric: mean_pm_sem(r.mean, r.sem) for r in group.itertuples()}
-        rows.append([*map(str, key), *(cells.get(m, "") for m in metrics)])
+    cells: dict[tuple[str, ...], dict[str, str]] = {}
+    for r in table.to_dict("records"):
+        key = tuple(str(r[d]) for d in dims)
+        cells.setdefault(key, {})[r["metric"]] = mean_pm_sem(r["mean"], r["sem"])
+    if len(metrics) <= len(cells):
+        header = [*dims, *(_heading(ds, m) for m in metrics)]
+        rows = [[*key, *(row.get(m, "") for m in metrics)] for key, row in cells.items()]
+        return header, rows
+    header = ["metric", *(", ".join(f"{d}={v}" for d, v in zip(dims, key)) for key in cells)]
+    rows = [[_heading(ds, m), *(row.get(m, "") for row in cells.values())] for m in metrics]
     return header, rows
 
 
 def comparison_text(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of strings of a paired-comparison table (``stats.comparison_table``)."""
-    header = ["metric", "a", "b", "at", "pairs", "mean a − b", "W", "p", "p (Holm)"]
-    rows = [[r.metric, str(r.a), str(r.b), r.at or "", str(r.n), f"{r.mean_diff:.4g}",
-             f"{r.W:g}", f"{r.p:.3g}", f"{r.p_holm:.3g}"] for r in table.itertuples()]
+    at = bool(table["at"].astype(bool).any())
+    header = ["metric", "a", "b", *(["at"] if at else []), "pairs", "mean a − b", "W", "p",
+              "p (Holm)"]
+    rows = [[r.metric, str(r.a), str(r.b), *([r.at] if at else []), str(r.n),
+             f"{r.mean_diff:.4g}", f"{r.W:g}", f"{r.p:.3g}", f"{r.p_holm:.3g}"]
+            for r in table.itertuples()]
     return header, rows
 
 
@@ -110,9 +118,10 @@ def latex(header: list[str], rows: list[list[str]], caption: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def html_table(header: list[str], rows: list[list[str]]) -> str:
-    """An HTML table (text escaped)."""
+def html_table(header: list[str], rows: list[list[str]], css_class: str = "") -> str:
+    """An HTML table (text escaped), of ``css_class`` if given."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
                    for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    attribute = f' class="{html.escape(css_class)}"' if css_class else ""
+    return f"<table{attribute}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
