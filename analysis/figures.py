@@ -71,6 +71,11 @@ def _shared_generation_label(fig: Figure, axes: list[Axes], ds: xr.Dataset) -> N
         fig.supxlabel(label(ds["generation"], width=80), fontsize="medium")
 
 
+def _values_label(point: dict[str, Any]) -> str | None:
+    """A swept point's values, ``accumulate, 10`` (the legend's title names the dims)."""
+    return ", ".join(map(str, point.values())) or None
+
+
 def _curves(ax: Axes, da: xr.DataArray, ds: xr.Dataset) -> int:
     """Mean over seeds against generation with a 95% band, one line per swept point;
     returns the number of lines drawn."""
@@ -83,21 +88,23 @@ def _curves(ax: Axes, da: xr.DataArray, ds: xr.Dataset) -> int:
         style = _line_style(point, summary)
         ax.fill_between(generation, s["ci_low"].values, s["ci_high"].values,
                         color=style["color"], alpha=BAND_ALPHA, linewidth=0)
-        ax.plot(generation, s["mean"].values, label=point_label(point) or None, **style)
+        ax.plot(generation, s["mean"].values, label=_values_label(point), **style)
     return len(points(summary, dims))
 
 
-def _legend(fig: Figure, axes: list[Axes]) -> None:
-    """One legend: inside a single panel for two entries, else above the panels."""
+def _legend(fig: Figure, axes: list[Axes], dims: list[str]) -> None:
+    """One legend titled by the swept ``dims``: inside a single panel for two entries,
+    else above the panels."""
     handles, labels = axes[0].get_legend_handles_labels()
     if len(handles) < 2:
         return
+    title = ", ".join(dims)
     if len(axes) == 1 and len(handles) == 2:
-        axes[0].legend(handles, labels)
+        axes[0].legend(handles, labels, title=title)
     else:
         longest = max(map(len, labels))
-        ncols = max(1, min(len(labels), int(fig.get_figwidth() * 14 // (longest + 4))))
-        fig.legend(handles, labels, loc="outside upper center", ncols=ncols)
+        ncols = max(1, min(len(labels), int(fig.get_figwidth() * 14 // (longest + 5))))
+        fig.legend(handles, labels, loc="outside upper center", ncols=ncols, title=title)
 
 
 def _check(ds: xr.Dataset, metric: str) -> xr.DataArray:
@@ -118,7 +125,7 @@ def collapse_curves(ds: xr.Dataset, metric: str) -> Figure:
     _curves(ax, da, ds)
     _shared_generation_label(fig, [ax], ds)
     ax.set_ylabel(label(da))
-    _legend(fig, [ax])
+    _legend(fig, [ax], varied_dims(da, ds))
     return fig
 
 
@@ -137,7 +144,7 @@ def small_multiples(ds: xr.Dataset, metric: str) -> Figure:
         ax.set_title(f"{dim} = {value}")
     _shared_generation_label(fig, axes, ds)
     axes[0].set_ylabel(label(da, width=30))
-    _legend(fig, axes)
+    _legend(fig, axes, varied_dims(da, ds))
     return fig
 
 
@@ -227,13 +234,16 @@ def tails(ds: xr.Dataset, config_yaml: str | None = None,
         ax.set_xscale("log")
         ax.set_yscale("log")
         if point:
-            ax.set_title(point_label(point))
+            ax.set_title("\n".join(f"{k}={v}" for k, v in point.items()))
     if len(axes) == 1:
         axes[0].set_xlabel(f"{rank_dim} in the true frequency order")
     else:
         fig.supxlabel(f"{rank_dim} in the true frequency order", fontsize="medium")
     axes[0].set_ylabel(label(da, width=30))
-    fig.colorbar(cmap, ax=axes, label=label(ds["generation"], width=24), aspect=30)
+    bar = fig.colorbar(cmap, ax=axes, label=label(ds["generation"], width=24),
+                       aspect=30 if len(axes) < 4 else 40)
+    bar.locator = MaxNLocator(integer=True)
+    bar.update_ticks()
     return fig
 
 
@@ -249,7 +259,7 @@ def bias_propagation(ds: xr.Dataset, metrics: tuple[str, ...] = BIAS_METRICS) ->
         _curves(ax, ds[metric], ds)
         ax.set_ylabel(label(ds[metric], width=30))
     _shared_generation_label(fig, axes, ds)
-    _legend(fig, axes)
+    _legend(fig, axes, varied_dims(ds[present[0]], ds))
     return fig
 
 
@@ -268,10 +278,10 @@ def retention_cost(ds: xr.Dataset, generation: int, x: str = "cost_reduction",
                     xerr=[[float(px["mean"] - px["ci_low"])], [float(px["ci_high"] - px["mean"])]],
                     yerr=[[float(py["mean"] - py["ci_low"])], [float(py["ci_high"] - py["mean"])]],
                     marker="os^Dv<>p"[i % 8], color=colour(i), linestyle="none",
-                    capsize=2, label=point_label(point) or None)
+                    capsize=2, label=_values_label(point))
     ax.set_xlabel(label(ds[x], width=60))
     ax.set_ylabel(label(ds[y]))
     ax.set_title(f"generation {generation}")
     ax.margins(0.15)
-    _legend(fig, [ax])
+    _legend(fig, [ax], varied_dims(at_x, ds))
     return fig

@@ -99,8 +99,8 @@ def figure(panels: int = 1, max_cols: int = 3, panel_height_in: float = HEIGHT_I
            **kwargs) -> tuple[Figure, list[Axes]]:
     """A figure of ``panels`` axes: one column wide for one panel, else the text width with
     up to ``max_cols`` panels a row (unused cells removed). Call inside ``style()``."""
-    ncols = min(panels, max_cols)
-    nrows = -(-panels // ncols)
+    nrows = -(-panels // max_cols)
+    ncols = -(-panels // nrows)  # balanced rows: 4 panels as 2 x 2, not 3 + 1
     width = COLUMN_WIDTH_IN if panels == 1 else min(TEXT_WIDTH_IN, 2.4 * ncols)
     height = panel_height_in if panels == 1 else 0.8 * panel_height_in
     fig, axes = plt.subplots(nrows, ncols, figsize=(width, height * nrows + 0.3 * (nrows > 1)),

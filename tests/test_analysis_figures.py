@@ -45,7 +45,8 @@ def test_collapse_curves_one_line_and_band_per_swept_point():
     assert len(lines) == 2 * 3  # mix x temperature; distill has one value
     assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == 6
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels[0] == "mix=accumulate, sampling.temperature=0.5"
+    assert labels[:2] == ["accumulate, 0.5", "accumulate, 0.8"]
+    assert fig.legends[0].get_title().get_text() == "mix, sampling.temperature"
     assert ax.get_ylabel() == "synthetic loss (nats)"
     assert ax.get_xlabel() == "generation (0 = fitted on real data)"
     summary = seed_summary(ds["loss"].sel(distill="hard"))
