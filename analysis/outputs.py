@@ -58,6 +58,10 @@ def open_results(path: Path, partial: bool = False) -> tuple[xr.Dataset, list[Pa
             raise UsageError(f"{path} is not a {RESULTS}, nor a run or sweep directory")
         return load_run(path), [path]
     runs = find_runs(path)
+    if runs.pending and not runs.results:
+        raise UsageError(f"{path} has no {RESULTS} yet: {len(runs.pending)} job"
+                         f"{'s' if len(runs.pending) > 1 else ''} started, none finished "
+                         "(still running, or failed)")
     if runs.pending and not partial:
         names = ", ".join(str(p.relative_to(path)) or "." for p in runs.pending[:4])
         more = ", ..." if len(runs.pending) > 4 else ""
@@ -221,9 +225,10 @@ def write_outputs(path: str | Path, metrics: list[str] | None = None,
             c_header, c_rows = tables.comparison_text(comparison)
             note = (f"Wilcoxon signed-rank test of {dim} = a against b over seeds "
                     f"(paired: lanes share seeds) at generation {generation}; p-values "
-                    f"Holm-corrected across the {len(comparison)} comparisons; with "
-                    f"{seeds} pairs the smallest two-sided p is 2^(1-{seeds}) = "
-                    f"{2.0 ** (1 - seeds):.3g}")
+                    f"Holm-corrected across the {len(comparison)} comparisons")
+            if 2.0 ** (1 - seeds) > 1e-3:  # few seeds: say how small p can get
+                note += (f"; with {seeds} pairs the smallest two-sided p is "
+                         f"2^(1-{seeds}) = {2.0 ** (1 - seeds):.3g}")
             table_files += [out / "comparisons.md", out / "comparisons.tex"]
             table_files[-2].write_text(f"{note}.\n\n" + tables.markdown(c_header, c_rows))
             table_files[-1].write_text(tables.latex(c_header, c_rows, note))

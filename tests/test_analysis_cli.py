@@ -77,6 +77,7 @@ def test_cli_refuses_a_sweep_still_running_unless_partial(sweep, capsys):
 @pytest.mark.parametrize("args, message", [
     (["{missing}"], "does not exist"),
     (["{empty}"], "holds no results.nc"),
+    (["{started}"], "has no results.nc yet: 1 job started, none finished"),
     (["{sweep}", "--metrics", "loss,nope"], "--metrics: unknown metric 'nope'; this Dataset "
                                              "has: loss, rank_frequency"),
     (["{sweep}", "--generation", "9"], "--generation=9 is not in the Dataset: it has "
@@ -86,7 +87,9 @@ def test_cli_refuses_a_sweep_still_running_unless_partial(sweep, capsys):
 ])
 def test_cli_errors_are_one_line_with_exit_status_2(sweep, tmp_path, capsys, args, message):
     (tmp_path / "empty").mkdir()
-    paths = {"missing": tmp_path / "nope", "empty": tmp_path / "empty", "sweep": sweep}
+    (tmp_path / "started" / "0" / ".hydra").mkdir(parents=True)
+    paths = {"missing": tmp_path / "nope", "empty": tmp_path / "empty",
+             "started": tmp_path / "started", "sweep": sweep}
     argv = [a.format(**paths) for a in args]
     with pytest.raises(SystemExit) if "invalid" in message else _no_raise() as stop:
         assert main(argv) == 2
