@@ -19,10 +19,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sim import experiment
+from sim import grid as grids
 from sim.config import register_configs, to_config
 from sim.errors import ConfigError
 from sim.record import write_atomic
-from sim.summary import format_summary
+from sim.summary import format_points, format_summary
 
 RESULTS = "results.nc"
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -88,6 +89,10 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     ds = experiment.run(built, swept_values(cfg), OmegaConf.to_yaml(cfg))
     path = write_atomic(ds, out_dir / RESULTS)
-    print(format_summary(ds, built.chain.world.headline))
+    headline = built.chain.world.headline
+    print(format_summary(ds, headline))
+    if built.grid:
+        print(format_points(ds, headline, [key for key, _ in built.grid]))
+    points = f" x {len(grids.points(built.grid))} points" if built.grid else ""
     print(f"wrote {path} in {ds.attrs['wall_time_s']:.1f} s "
-          f"({ds.attrs['backend']}, {ds.sizes['seed']} seeds)")
+          f"({ds.attrs['backend']}, {ds.sizes['seed']} seeds{points})")

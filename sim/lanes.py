@@ -5,6 +5,11 @@ batch: what fills a GPU) or ``lax.map`` over batches of ``batch_size`` vmapped l
 memory traffic on a small CPU). With several local devices the lanes are sharded across
 them along a ``lanes`` mesh axis. Generations run one compiled call each, so long chains
 show progress and every generation is a natural checkpoint boundary.
+
+Lanes that do not fit in memory at once run in chunks of one compiled size (the last chunk
+padded), each chunk's whole chain before the next: ``lanes.chunk_size``, or by default the
+most lanes whose generation step XLA says fits in ``lanes.memory_fraction`` of the free
+device memory (host memory on CPU).
 """
 
 from __future__ import annotations
@@ -167,35 +172,41 @@ def _finish(metrics_S: dict[str, Array], host: Mapping[str, Callable[[Any], Any]
     return metrics_S
 
 
+def _run_chunk(programs: _Programs, keys_S: Array, dyn_S: dict[str, Array],
+               generations: int, finish: Callable[[Any], dict[str, np.ndarray]],
+               bar: tqdm) -> dict[str, np.ndarray]:
+    """One chunk's chains, generation by generation: metrics (G + 1, chunk, ...)."""
+    state_S, metrics = programs.start(keys_S, dyn_S)
+    history = [finish(metrics)]
+    bar.update()
+    for g in range(1, generations + 1):
+        state_S, metrics = programs.step(state_S, np.int32(g), keys_S, dyn_S)
+        history.append(finish(metrics))
+        bar.update()
+    return {name: np.stack([h[name] for h in history]) for name in history[0]}
+
+
 def run_lanes(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], generations: int,
               cfg: LanesConfig, progress: bool = True) -> dict[str, np.ndarray]:
     """Run every lane for ``generations`` generations, in chunks of lanes that fit in
-    memory; metrics as arrays (G + 1, lanes, ...)."""
+    memory (padded to one compiled size); metrics as arrays (G + 1, lanes, ...)."""
     lanes = keys_L.shape[0]
     strategy, batch_size = resolve_strategy(cfg, chain.world.cpu_lane_batch)
-    programs = plan_chunk(chain, keys_L, dyn_L, cfg, strategy, batch_size)
     finish = functools.partial(_finish, host=getattr(chain.world, "host_metrics", {}))
-    chunk = programs.chunk
-    starts = range(0, lanes, chunk)
-    histories = []
-    bar = tqdm(total=len(starts) * (generations + 1), unit="gen", leave=False,
-               desc=f"{lanes} lanes" + (f" in chunks of {chunk}" if chunk < lanes else ""),
-               disable=not progress or (generations == 0 and len(starts) == 1))
-    with bar, warnings.catch_warnings():
+    chunks = []
+    with warnings.catch_warnings():
         # A student whose shapes differ from the generation-0 teacher cannot reuse its buffers.
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
-        for first in starts:
-            used = slice(first, min(first + chunk, lanes))
-            keys_S, dyn_S = _chunk_inputs(keys_L, dyn_L, used, chunk)
-            state_S, metrics = programs.start(keys_S, dyn_S)
-            history = [finish(metrics)]
-            bar.update()
-            for g in range(1, generations + 1):
-                state_S, metrics = programs.step(state_S, np.int32(g), keys_S, dyn_S)
-                history.append(finish(metrics))
-                bar.update()
-            n_used = used.stop - used.start
-            histories.append({name: np.stack([h[name][:n_used] for h in history])
-                              for name in history[0]})
-    return {name: np.concatenate([h[name] for h in histories], axis=1)
-            for name in histories[0]}
+        programs = plan_chunk(chain, keys_L, dyn_L, cfg, strategy, batch_size)
+        chunk = programs.chunk
+        starts = range(0, lanes, chunk)
+        with tqdm(total=len(starts) * (generations + 1), unit="gen", leave=False,
+                  desc=f"{lanes} lanes" + (f" in chunks of {chunk}" if chunk < lanes else ""),
+                  disable=not progress or (generations == 0 and len(starts) == 1)) as bar:
+            for first in starts:
+                used = slice(first, min(first + chunk, lanes))
+                metrics = _run_chunk(programs, *_chunk_inputs(keys_L, dyn_L, used, chunk),
+                                     generations, finish, bar)
+                chunks.append({name: values[:, :used.stop - used.start]
+                               for name, values in metrics.items()})
+    return {name: np.concatenate([c[name] for c in chunks], axis=1) for name in chunks[0]}

@@ -1,7 +1,9 @@
-"""A compact per-generation table: mean +/- std over seeds of the headline metrics."""
+"""Compact text tables of a run: mean +/- std over seeds of the headline metrics, per
+generation, and per grid point at the last generation."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Sequence
 
 import numpy as np
@@ -15,6 +17,17 @@ def summary_rows(generations: int, most: int = 12) -> list[int]:
     return sorted({int(round(g)) for g in np.linspace(0, generations - 1, most)})
 
 
+def _cell(mean: float, std: float) -> str:
+    return f"{mean:.4g} ± {std:.2g}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Right-aligned columns, each at least two spaces from the next, whatever the widths."""
+    widths = [max(len(r[i]) for r in [header, *rows]) + (2 if i else 0)
+              for i in range(len(header))]
+    return ["".join(f"{c:>{w}}" for c, w in zip(row, widths)) for row in [header, *rows]]
+
+
 def format_summary(ds: xr.Dataset, metrics: Sequence[str], most: int = 12) -> str:
     """The table as text; extra dims (swept settings) are averaged over with the seeds."""
     cells = {}
@@ -22,12 +35,22 @@ def format_summary(ds: xr.Dataset, metrics: Sequence[str], most: int = 12) -> st
         da = ds[name]
         others = [d for d in da.dims if d != "generation"]
         cells[name] = (da.mean(others).values, da.std(others).values)
-    width = max(18, *(len(m) + 2 for m in metrics))
-    lines = ["generation" + "".join(f"{m:>{width}}" for m in metrics)]
-    for g in summary_rows(ds.sizes["generation"], most):
-        row = "".join(f"{f'{cells[m][0][g]:.4g} ± {cells[m][1][g]:.2g}':>{width}}"
-                      for m in metrics)
-        lines.append(f"{int(ds['generation'][g]):>10}{row}")
+    rows = [[str(int(ds["generation"][g]))] + [_cell(cells[m][0][g], cells[m][1][g])
+                                                for m in metrics]
+            for g in summary_rows(ds.sizes["generation"], most)]
     lanes = int(np.prod([ds.sizes[d] for d in ds[metrics[0]].dims if d != "generation"]))
-    lines.append(f"(mean ± std over {lanes} lanes)")
-    return "\n".join(lines)
+    return "\n".join(_table(["generation", *metrics], rows)
+                     + [f"(mean ± std over {lanes} lanes)"])
+
+
+def format_points(ds: xr.Dataset, metrics: Sequence[str], grid_dims: Sequence[str]) -> str:
+    """The last generation's mean +/- std over seeds at every point of a grid."""
+    last = ds.isel(generation=-1)
+    rows = []
+    for values in itertools.product(*(ds[d].values for d in grid_dims)):
+        point = last.sel(dict(zip(grid_dims, values)))
+        rows.append([" ".join(f"{d}={v:g}" for d, v in zip(grid_dims, values))]
+                    + [_cell(float(point[m].mean()), float(point[m].std())) for m in metrics])
+    generation = int(last["generation"])
+    return "\n".join(_table([f"generation {generation} at", *metrics], rows)
+                     + [f"(mean ± std over {ds.sizes['seed']} seeds)"])

@@ -1,0 +1,164 @@
+"""Grids of traced settings run as lanes: same numbers as each point alone, chunks of lanes,
+the vectorised sweeper, and the checks before any compute."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis import load_sweep
+from sim import experiment, lanes
+from sim.config import Config
+from sim.distill import DistillConfig, Objective, SamplingConfig, TrainConfig, dynamic_settings
+from sim.errors import ConfigError
+from sim.grid import (DistillGrid, GridConfig, MixGrid, SamplingGrid, TRACED_KEYS, TrainGrid,
+                      as_grid, points)
+from sim.lanes import LanesConfig
+from sim.mix import MixConfig, MixPolicy
+from sim.worlds.gaussian import GaussianConfig
+from sim.worlds.digits import DigitsConfig
+from sim.worlds.markov_lm import MarkovLMConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+FRESH = Config(world=GaussianConfig(dim=2, n_samples=10), mix=MixConfig(policy=MixPolicy.fresh),
+               generations=3, seeds=3, progress=False)
+FRACTIONS = GridConfig(mix=MixGrid(real_fraction=[0.0, 0.5, 1.0]))
+
+
+def _run(cfg: Config):
+    return experiment.run(experiment.build(cfg))
+
+
+def test_traced_keys_are_the_chains_dynamic_settings():
+    dynamic = {"mix.real_fraction", *dynamic_settings(DistillConfig(), SamplingConfig(),
+                                                      TrainConfig())}
+    assert set(TRACED_KEYS) == dynamic
+
+
+def test_points_are_the_product_with_the_last_key_fastest():
+    grid = as_grid(GridConfig(sampling=SamplingGrid(temperature=[0.5, 1]),
+                              distill=DistillGrid(tau=[1, 2, 4])))
+    assert grid == (("sampling.temperature", (0.5, 1.0)), ("distill.tau", (1.0, 2.0, 4.0)))
+    assert points(grid)[:4] == [
+        {"sampling.temperature": 0.5, "distill.tau": 1.0},
+        {"sampling.temperature": 0.5, "distill.tau": 2.0},
+        {"sampling.temperature": 0.5, "distill.tau": 4.0},
+        {"sampling.temperature": 1.0, "distill.tau": 1.0}]
+
+
+def test_each_grid_point_equals_a_run_of_that_point_alone():
+    grid = _run(dataclasses.replace(FRESH, grid=FRACTIONS))
+    assert grid.w2_to_truth.dims == ("generation", "seed", "mix.real_fraction")
+    assert list(grid["mix.real_fraction"].values) == [0.0, 0.5, 1.0]
+    for fraction in (0.0, 0.5, 1.0):
+        alone = _run(dataclasses.replace(
+            FRESH, mix=MixConfig(policy=MixPolicy.fresh, real_fraction=fraction)))
+        np.testing.assert_allclose(grid.w2_to_truth.sel({"mix.real_fraction": fraction}),
+                                   alone.w2_to_truth, rtol=1e-5)
+    # the points differ: all-real data does not drift, all-synthetic data does
+    drift = grid.cov_logdet_ratio.isel(generation=-1).var("seed")
+    assert drift.sel({"mix.real_fraction": 0.0}) > drift.sel({"mix.real_fraction": 1.0})
+
+
+def test_chunks_of_lanes_give_the_same_numbers():
+    cfg = dataclasses.replace(FRESH, grid=FRACTIONS)
+    whole = _run(cfg)
+    chunked = _run(dataclasses.replace(cfg, lanes=LanesConfig(chunk_size=4)))  # 9 = 4+4+1
+    np.testing.assert_allclose(chunked.w2_to_truth, whole.w2_to_truth, rtol=1e-5)
+
+
+def test_automatic_chunks_shrink_to_fit_the_memory_budget():
+    cfg = dataclasses.replace(FRESH, grid=FRACTIONS, seeds=8)
+    built = experiment.build(cfg)
+    keys = lanes.lane_keys(0, 24)
+    dyn = {k: np.full(24, v, np.float32) for k, v in built.dyn.items()}
+    plan = lambda fraction: lanes.plan_chunk(  # noqa: E731
+        built.chain, keys, dyn, LanesConfig(memory_fraction=fraction), lanes.Strategy.vmap, 64)
+    assert plan(0.5).chunk == 24  # a small chain fits whole
+    tight = plan(1e-12)  # nothing fits: one lane at a time
+    assert tight.chunk == 1
+    budget = 1e-12 * lanes.free_memory_bytes(lanes.jax.local_devices()[0])
+    assert tight.step_peak_bytes(*lanes._chunk_inputs(keys, dyn, slice(0, 24), 1)) > budget
+
+
+def test_a_sampling_filter_on_for_some_points_leaves_the_others_exact():
+    """top_p = 1 through the compiled-in filter equals the run that compiles it out."""
+    base = Config(world=DigitsConfig(hidden=(8,), classes=(3, 5), prior=(0.7, 0.3),
+                                     pixel_noise=1.0, n_samples=200),
+                  train=TrainConfig(steps=20, batch_size=16), generations=1, seeds=2,
+                  progress=False)
+    grid = _run(dataclasses.replace(base, grid=GridConfig(
+        sampling=SamplingGrid(top_p=[0.5, 1.0]))))
+    alone = _run(base)
+    for name in alone.data_vars:
+        np.testing.assert_allclose(grid[name].sel({"sampling.top_p": 1.0}), alone[name],
+                                   rtol=1e-5, atol=1e-6)
+    # top-p 0.5 keeps only the likelier class: the argmax share, not the sampled one
+    shares = grid.majority_share.isel(generation=1)
+    assert (shares.sel({"sampling.top_p": 0.5}) > shares.sel({"sampling.top_p": 1.0})).all()
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"grid": GridConfig(mix=MixGrid(real_fraction=[0.0, 0.5]))},
+     "grid.mix.real_fraction=[0.0, 0.5] is not allowed: only with mix=fresh"),
+    ({"grid": GridConfig(distill=DistillGrid(tau=[1.0, 2.0]))},
+     "grid.distill.tau=[1.0, 2.0] is not allowed: only with distill=soft or distill=feature"),
+    ({"grid": GridConfig(train=TrainGrid(lr=[0.1, 0.2]))},
+     "grid.train.lr=[0.1, 0.2] is not allowed: only in trained worlds"),
+    ({"grid": GridConfig(sampling=SamplingGrid(temperature=[0.5, 1.0]))},
+     "sampling.temperature=0.5 is not allowed: only the default 1.0 in the closed-form"),
+    ({"grid": GridConfig(mix=MixGrid(real_fraction=[0.5, 0.5]))}, "distinct values"),
+    ({"grid": GridConfig(mix=MixGrid(real_fraction=[]))}, "a non-empty list"),
+    ({"lanes": LanesConfig(chunk_size=0)}, "lanes.chunk_size=0"),
+])
+def test_bad_grids_fail_at_build_naming_the_key(changes, message):
+    cfg = dataclasses.replace(Config(world=GaussianConfig()), **changes)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        experiment.build(cfg)
+
+
+def test_every_point_is_checked_as_a_single_run_would_be():
+    cfg = Config(world=MarkovLMConfig(), distill=DistillConfig(objective=Objective.soft),
+                 grid=GridConfig(distill=DistillGrid(alpha=[0.5, 1.5])))
+    with pytest.raises(ConfigError, match=r"distill.alpha=1.5 is not allowed: a float in \[0, 1\]"):
+        experiment.build(cfg)
+
+
+def _sim(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-m", "sim", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+SWEEP = ["-m", "world=gaussian", "world.dim=2", "mix=fresh", "mix.real_fraction=0,0.5,1",
+         "world.n_samples=8,16", "generations=2", "seeds=3", "progress=false"]
+
+
+def test_the_sweeper_runs_traced_keys_as_lanes_and_the_rest_as_jobs(tmp_path):
+    vectorised, separate = tmp_path / "vectorised", tmp_path / "separate"
+    vectorised.mkdir(), separate.mkdir()
+    out = _sim(vectorised, *SWEEP)
+    assert out.returncode == 0, out.stderr
+    jobs = sorted((vectorised / "runs").rglob("results.nc"))
+    assert len(jobs) == 2  # one job per world.n_samples, each with 3 fractions x 3 seeds
+    assert "grid.mix.real_fraction=[0.0,0.5,1.0]" in out.stdout
+    ds = load_sweep(vectorised / "runs" / "multirun")
+    assert ds.sizes == {"generation": 3, "seed": 3, "mix.real_fraction": 3,
+                        "world.n_samples": 2}
+    out = _sim(separate, *SWEEP, "hydra.sweeper.vectorise=false")
+    assert out.returncode == 0, out.stderr
+    assert len(list((separate / "runs").rglob("results.nc"))) == 6
+    one_by_one = load_sweep(separate / "runs" / "multirun")
+    np.testing.assert_allclose(one_by_one.w2_to_truth.transpose(*ds.w2_to_truth.dims),
+                               ds.w2_to_truth, rtol=1e-5)
+
+
+def test_a_bad_traced_value_in_a_sweep_fails_before_running(tmp_path):
+    out = _sim(tmp_path, "-m", "world=gaussian", "mix=fresh", "mix.real_fraction=0,1.5")
+    assert out.returncode == 2
+    assert "error: mix.real_fraction=1.5 is not allowed" in out.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
