@@ -231,6 +231,9 @@ def tails(ds: xr.Dataset, config_yaml: str | None = None,
                     label=truth[1])
             if i == 0:
                 ax.legend(loc="lower left")
+        elif i == 0:
+            ax.text(0.03, 0.03, "true frequencies: not in the config", color="0.4",
+                    transform=ax.transAxes, fontsize="small")
         ax.set_xscale("log")
         ax.set_yscale("log")
         if point:

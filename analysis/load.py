@@ -56,7 +56,7 @@ def load_sweep(directory: str | Path) -> xr.Dataset:
     runs = [load_run(p) for p in paths]
     if len(runs) == 1:
         return runs[0]
-    return xr.combine_by_coords(runs, combine_attrs="drop_conflicts")
+    return xr.combine_by_coords(runs, join="outer", combine_attrs="drop_conflicts")
 
 
 def swept_dims(ds: xr.Dataset) -> list[str]:

@@ -27,7 +27,8 @@ table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0; }
 th, td { padding: 0.2rem 0.6rem; border-bottom: 1px solid #ddd; text-align: right;
          vertical-align: top; }
 th:first-child, td:first-child { text-align: left; }
-table.kv td, table.text td, table.text th { text-align: left; } table.kv td:first-child { font-weight: 600; }
+table.kv td, table.text td,
+table.text th { text-align: left; } table.kv td:first-child { font-weight: 600; }
 pre { background: #f6f6f6; padding: 0.8rem; overflow-x: auto; font-size: 0.8rem; }
 .note { color: #555; font-size: 0.85rem; }
 """

@@ -7,12 +7,14 @@ import re
 import subprocess
 import sys
 
+import matplotlib.pyplot as plt
 import pytest
 from test_analysis_data import synthetic, write_sweep
 
 from analysis import load_sweep
 from analysis.__main__ import main
 from analysis.load import find_runs
+from analysis.outputs import plan
 
 
 @pytest.fixture
@@ -113,3 +115,14 @@ def test_module_entry_point_exits_2_with_one_line(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "does not exist" in result.stderr
+
+
+def test_plan_fixes_swept_keys_beyond_two_for_heatmaps():
+    ds = synthetic(swept={"mix": ["a", "b"], "x": [1, 2], "y": [1, 2, 3]})
+    plots = {p.name: p for p in plan(ds, ["loss", "params"], 2, None)}
+    assert "curves_params" not in plots  # constant
+    heatmap = plots["heatmap_loss"]
+    assert heatmap.caption.endswith("over mix and x at y=1 (mean over 6 seeds)")
+    fig = heatmap.draw()
+    assert len(fig.axes[0].texts) == 2 * 2
+    plt.close(fig)

@@ -50,7 +50,8 @@ def synthetic(generations: int = 4, seeds: int = 6,
     trait[0] = np.clip(trait[0], 0, 1)
     retention = np.exp(-loss + loss[:1])
     cost = np.where(g[:, None, *([None] * len(shape))] > 0,
-                    0.3 * np.asarray(offset) + rng.normal(0, 0.01, (generations + 1, seeds, *shape)),
+                    0.3 * np.asarray(offset)
+                    + rng.normal(0, 0.01, (generations + 1, seeds, *shape)),
                     0.0)
     sweep_dims = tuple(swept)
     ds = xr.Dataset(

@@ -121,6 +121,7 @@ def test_tails_without_a_derivable_truth_draws_none():
     assert len(fig.axes) == 3  # two panels and the generation colour bar
     assert all(len(data_lines(ax)) == ds.sizes["generation"] for ax in fig.axes[:2])
     assert [ax.get_title() for ax in fig.axes[:2]] == ["mix=a", "mix=b"]
+    assert [t.get_text() for t in fig.axes[0].texts] == ["true frequencies: not in the config"]
 
 
 def test_bias_propagation_one_panel_per_bias_metric_present():
