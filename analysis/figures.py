@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from analysis.load import own_dims, swept_dims
-from analysis.stats import point_label, seed_summary
+from analysis.stats import seed_summary
 from analysis.style import LINESTYLES, SEQUENTIAL, colour, figure, label, styled
 
 BIAS_METRICS = ("trait_rate", "trait_probability", "prior_bias", "majority_share",

@@ -39,26 +39,22 @@ def bootstrap_ci(x: np.ndarray, level: float = LEVEL, n_resamples: int = RESAMPL
     cells_CxS = x.reshape(-1, x.shape[-1])
     finite_CxS = np.isfinite(cells_CxS)
     n_C = finite_CxS.sum(-1)
-    # finite values first in each row, so that resampling a row draws from [0, n)
+    # finite values first in each row: a row of n finite values resamples [0, n)
     order_CxS = np.argsort(~finite_CxS, axis=-1, kind="stable")
-    values_CxS = np.take_along_axis(np.where(finite_CxS, cells_CxS, 0.0), order_CxS, -1)
-    ok_C = n_C >= 2
+    values_CxS = np.take_along_axis(cells_CxS, order_CxS, -1)
     low_C = np.full(len(cells_CxS), np.nan)
     high_C = np.full(len(cells_CxS), np.nan)
-    values_CxS, n_C = values_CxS[ok_C], n_C[ok_C]
-    size = values_CxS.shape[-1]
-    inside_CxS = np.arange(size) < n_C[:, None]
-    batch = max(1, int(2e7 // max(values_CxS.size, 1)))  # bound memory: batch x C x S
-    means_BxC = []
-    for start in range(0, n_resamples, batch):
-        b = min(batch, n_resamples - start)
-        index_BxCxS = np.floor(rng.random((b, *values_CxS.shape)) * n_C[:, None])
-        drawn_BxCxS = np.take_along_axis(values_CxS[None], index_BxCxS.astype(np.intp), -1)
-        means_BxC.append(np.sum(drawn_BxCxS * inside_CxS, -1) / n_C)
-    if len(n_C):
-        alpha = (1 - level) / 2
-        low_C[ok_C], high_C[ok_C] = np.quantile(np.concatenate(means_BxC), [alpha, 1 - alpha],
-                                                axis=0)
+    alpha = (1 - level) / 2
+    for n in np.unique(n_C[n_C >= 2]):  # cells with the same count resample together
+        rows = np.flatnonzero(n_C == n)
+        flat = values_CxS[rows, :n].ravel()
+        row_start_Rx1 = (np.arange(len(rows)) * n)[:, None]
+        batch = max(1, int(2e7 // flat.size))  # bound memory: batch x R x n indices
+        means_BxR = np.concatenate([
+            flat[rng.integers(0, n, size=(min(batch, n_resamples - b), len(rows), n))
+                 + row_start_Rx1].mean(-1)
+            for b in range(0, n_resamples, batch)])
+        low_C[rows], high_C[rows] = np.quantile(means_BxR, [alpha, 1 - alpha], axis=0)
     return low_C.reshape(x.shape[:-1]), high_C.reshape(x.shape[:-1])
 
 

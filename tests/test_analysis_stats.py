@@ -54,11 +54,11 @@ def test_bootstrap_ci_agrees_with_scipy_percentile_interval():
 def test_bootstrap_ci_covers_the_mean_at_its_nominal_rate():
     """Coverage of the true mean over R independent samples of n normals: the estimate is
     binomial(R, c) / R, so it lies within 4 standard errors of the nominal 0.95 unless the
-    interval is wrong. (The percentile interval's own small-sample shortfall at n = 60 is
-    about 0.006, well inside the tolerance of 0.036.)"""
-    r, n, level = 600, 60, 0.95
+    interval is wrong. (The percentile interval's own small-sample shortfall at n = 80 is
+    about 0.004, well inside the tolerance of 0.028.)"""
+    r, n, level = 1000, 80, 0.95
     x = np.random.default_rng(7).normal(2.0, 3.0, size=(r, n))
-    low, high = stats.bootstrap_ci(x, level=level, n_resamples=400, rng=1)
+    low, high = stats.bootstrap_ci(x, level=level, n_resamples=1000, rng=1)
     coverage = np.mean((low < 2.0) & (2.0 < high))
     tolerance = 4 * np.sqrt(level * (1 - level) / r)
     assert abs(coverage - level) < tolerance, (coverage, tolerance)
