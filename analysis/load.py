@@ -43,6 +43,12 @@ def load_run(path: str | Path) -> xr.Dataset:
         return ds.load()
 
 
+def run_attrs(path: str | Path) -> dict:
+    """A results.nc's attrs (config, provenance), without reading its data."""
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        return dict(ds.attrs)
+
+
 def load_sweep(directory: str | Path) -> xr.Dataset:
     """Every finished results.nc under ``directory``, combined along the swept coordinates.
 

@@ -18,7 +18,8 @@ import numpy as np
 import xarray as xr
 
 from analysis import figures, stats, tables
-from analysis.load import RESULTS, find_runs, load_run, load_sweep, own_dims, swept_dims
+from analysis.load import (RESULTS, find_runs, load_run, load_sweep, own_dims, run_attrs,
+                           swept_dims)
 from analysis.report import Report, ReportFigure, ReportTable, render
 from analysis.style import FORMATS, png_bytes, save
 
@@ -168,16 +169,74 @@ def plan(ds: xr.Dataset, metrics: list[str], generation: int, config: str | None
     return plots
 
 
-def _provenance(ds: xr.Dataset, path: Path, files: list[Path]) -> dict[str, object]:
-    info: dict[str, object] = {"path": str(path), "runs": len(files),
+def _provenance(ds: xr.Dataset, root: Path, files: list[Path]) -> dict[str, object]:
+    """What the report shows of where the data came from."""
+    info: dict[str, object] = {"path": str(root), "runs": len(files),
                                "dims": ", ".join(f"{d} ({n})" for d, n in ds.sizes.items())}
     for d in swept_dims(ds):
         info[f"swept: {d}"] = ", ".join(map(str, ds[d].values.tolist()))
     info.update({k: v for k, v in ds.attrs.items() if k != "config"})
     if len(files) > 1:
-        walls = [load_run(f).attrs.get("wall_time_s", np.nan) for f in files]
+        walls = [run_attrs(f).get("wall_time_s", np.nan) for f in files]
         info["wall_time_s (all runs)"] = f"{np.nansum(walls):.1f}"
     return info
+
+
+def write_figures(plots: list[Plot], out: Path, root: Path, formats: list[str]
+                  ) -> tuple[list[Path], list[ReportFigure]]:
+    """Each plot drawn and saved in ``formats`` under ``out``; the files and the report's
+    figures (PNG bytes, paths relative to ``root``)."""
+    written, shown = [], []
+    for p in plots:
+        fig = p.draw()
+        paths = [save(fig, out / p.name, fmt) for fmt in formats]
+        png = paths[formats.index("png")].read_bytes() if "png" in formats else png_bytes(fig)
+        plt.close(fig)
+        written += paths
+        shown.append(ReportFigure(p.name, p.caption, png,
+                                  tuple(str(q.relative_to(root)) for q in paths), p.wide))
+    return written, shown
+
+
+def _write_table(out: Path, stem: str, caption: str, header: list[str],
+                 rows: list[list[str]]) -> list[Path]:
+    markdown, latex = out / f"{stem}.md", out / f"{stem}.tex"
+    out.mkdir(parents=True, exist_ok=True)
+    markdown.write_text(f"{caption}.\n\n" + tables.markdown(header, rows))
+    latex.write_text(tables.latex(header, rows, caption))
+    return [markdown, latex]
+
+
+def write_tables(ds: xr.Dataset, metrics: list[str], generation: int, out: Path
+                 ) -> tuple[list[Path], list[ReportTable]]:
+    """The summary table and, in a sweep, the paired comparisons, as Markdown and LaTeX
+    under ``out``; the files and the report's tables."""
+    seeds = ds.sizes["seed"]
+    summary = tables.summary_table(ds, metrics, generation)
+    header, rows = tables.text_table(summary, ds)
+    files = _write_table(out, "summary", f"Generation {generation}: mean ± standard error "
+                         f"over {seeds} seeds", header, rows)
+    shown = [ReportTable(f"Summary at generation {generation}", header, rows,
+                         f"mean ± standard error over {seeds} seeds; the 95% bootstrap "
+                         "intervals are in the figures")]
+    dim = stats.comparison_dim(ds)
+    if dim is None or seeds < 2:
+        return files, shown
+    in_summary = set(summary["metric"]) if not summary.empty else set()
+    compared = [m for m in metrics if m in in_summary and is_informative(ds[m])]
+    comparison = stats.comparison_table(ds, compared, dim, generation)
+    if comparison.empty:
+        return files, shown
+    header, rows = tables.comparison_text(comparison)
+    note = (f"Wilcoxon signed-rank test of {dim} = a against b over seeds (paired: lanes "
+            f"share seeds) at generation {generation}; p-values Holm-corrected across the "
+            f"{len(comparison)} comparisons")
+    if 2.0 ** (1 - seeds) > 1e-3:  # few seeds: say how small p can get
+        note += (f"; with {seeds} pairs the smallest two-sided p is 2^(1-{seeds}) = "
+                 f"{2.0 ** (1 - seeds):.3g}")
+    files += _write_table(out, "comparisons", note, header, rows)
+    shown.append(ReportTable(f"Paired comparisons of {dim}", header, rows, note))
+    return files, shown
 
 
 def write_outputs(path: str | Path, metrics: list[str] | None = None,
@@ -191,65 +250,27 @@ def write_outputs(path: str | Path, metrics: list[str] | None = None,
     generation = check_generation(ds, generation)
     root = path.parent if path.is_file() else path
     out = root / FIGURES
-    first = load_run(files[0]).attrs if len(files) > 1 else ds.attrs
-    config = ds.attrs.get("config") or first.get("config", "")
+    config = ds.attrs.get("config") or run_attrs(files[0]).get("config", "")
 
-    written, shown = [], []
-    for p in plan(ds, metrics, generation, config):
-        fig = p.draw()
-        paths = [save(fig, out / p.name, fmt) for fmt in formats]
-        png = paths[formats.index("png")].read_bytes() if "png" in formats else png_bytes(fig)
-        plt.close(fig)
-        written += paths
-        shown.append(ReportFigure(p.name, p.caption, png,
-                                  tuple(str(q.relative_to(root)) for q in paths), p.wide))
+    figure_files, shown = write_figures(plan(ds, metrics, generation, config), out, root,
+                                        formats)
+    table_files, report_tables = write_tables(ds, metrics, generation, out)
 
-    seeds = ds.sizes["seed"]
-    summary = tables.summary_table(ds, metrics, generation)
-    header, rows = tables.text_table(summary, ds)
-    caption = (f"Generation {generation}: mean ± standard error over {seeds} seeds")
-    table_files = [out / "summary.md", out / "summary.tex"]
-    out.mkdir(parents=True, exist_ok=True)
-    table_files[0].write_text(f"{caption}.\n\n" + tables.markdown(header, rows))
-    table_files[1].write_text(tables.latex(header, rows, caption))
-    report_tables = [ReportTable(f"Summary at generation {generation}", header, rows,
-                                 f"mean ± standard error over {seeds} seeds; the 95% "
-                                 "bootstrap intervals are in the figures")]
-
-    dim = stats.comparison_dim(ds)
-    if dim is not None and seeds >= 2:
-        in_summary = set(summary["metric"]) if not summary.empty else set()
-        compared = [m for m in metrics if m in in_summary and is_informative(ds[m])]
-        comparison = stats.comparison_table(ds, compared, dim, generation)
-        if not comparison.empty:
-            c_header, c_rows = tables.comparison_text(comparison)
-            note = (f"Wilcoxon signed-rank test of {dim} = a against b over seeds "
-                    f"(paired: lanes share seeds) at generation {generation}; p-values "
-                    f"Holm-corrected across the {len(comparison)} comparisons")
-            if 2.0 ** (1 - seeds) > 1e-3:  # few seeds: say how small p can get
-                note += (f"; with {seeds} pairs the smallest two-sided p is "
-                         f"2^(1-{seeds}) = {2.0 ** (1 - seeds):.3g}")
-            table_files += [out / "comparisons.md", out / "comparisons.tex"]
-            table_files[-2].write_text(f"{note}.\n\n" + tables.markdown(c_header, c_rows))
-            table_files[-1].write_text(tables.latex(c_header, c_rows, note))
-            report_tables.append(ReportTable(f"Paired comparisons of {dim}", c_header,
-                                             c_rows, note))
-
+    varied = figures.varied_dims(ds)
     skipped = [m for m in metrics if not is_informative(ds[m])]
     report = Report(
-        title=(f"Sweep over {', '.join(figures.varied_dims(ds))}" if figures.varied_dims(ds)
-               else "Run"),
-        subtitle=f"{root}: generations 0..{int(ds['generation'].max())}, {seeds} seeds, "
-                 f"{len(files)} run{'s' if len(files) > 1 else ''}",
+        title=f"Sweep over {', '.join(varied)}" if varied else "Run",
+        subtitle=f"{root}: generations 0..{int(ds['generation'].max())}, "
+                 f"{ds.sizes['seed']} seeds, {len(files)} run{'s' if len(files) > 1 else ''}",
         figures=shown, tables=report_tables,
         metrics=[[m, ds[m].attrs.get("long_name", ""), ds[m].attrs.get("units", ""),
                   ds[m].attrs.get("description", "")] for m in metrics],
         provenance=_provenance(ds, root, files), config=config,
-        config_note=("" if ds.attrs.get("config") else
-                     f"config of job {files[0].parent.relative_to(root)}; the swept keys differ "
-                     "between runs"),
+        config_note="" if ds.attrs.get("config") else (
+            f"config of job {files[0].parent.relative_to(root)}; the swept keys differ "
+            "between runs"),
         notes=[f"Not drawn (constant or without values): {', '.join(skipped)}."]
         if skipped else [])
     report_path = root / REPORT
     report_path.write_text(render(report))
-    return Written(written, table_files, report_path)
+    return Written(figure_files, table_files, report_path)
