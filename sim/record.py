@@ -4,7 +4,8 @@ A run's Dataset has dims ``generation`` (0..G; 0 = fitted on real data) and ``se
 lane index), one variable per metric with ``long_name``, ``description`` and ``units``
 where it has one, every key of a grid of traced settings (run as lanes) as a dimension,
 and every other swept parameter of a multirun as a length-1 dimension, each named by its
-config key, so the runs of one sweep combine with ``xr.combine_by_coords``.
+config key (but a swept base ``seed``: ``base_seed``), so the runs of one sweep combine with
+``xr.combine_by_coords``.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def to_dataset(metrics: Mapping[str, np.ndarray], info: Mapping[str, MetricInfo]
     ds["generation"].attrs["long_name"] = "generation (0 = fitted on real data)"
     ds["seed"].attrs["long_name"] = "lane index (key = fold_in(key(seed), index))"
     for key, value in (swept or {}).items():
-        ds = ds.expand_dims({key: [coordinate_value(value)]}, axis=-1)
+        dim = "base_seed" if key == "seed" else key  # "seed" is the lane index
+        ds = ds.expand_dims({dim: [coordinate_value(value)]}, axis=-1)
     return ds
 
 

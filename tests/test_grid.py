@@ -162,3 +162,12 @@ def test_a_bad_traced_value_in_a_sweep_fails_before_running(tmp_path):
     assert out.returncode == 2
     assert "error: mix.real_fraction=1.5 is not allowed" in out.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_swept_base_seed_is_its_own_dimension(tmp_path):
+    out = _sim(tmp_path, "-m", "world=gaussian", "seed=0,1", "generations=1", "seeds=2",
+               "progress=false")
+    assert out.returncode == 0, out.stderr
+    ds = load_sweep(tmp_path / "runs" / "multirun")
+    assert ds.sizes == {"generation": 2, "seed": 2, "base_seed": 2}
+    assert not np.allclose(ds.w2_to_truth.sel(base_seed=0), ds.w2_to_truth.sel(base_seed=1))
