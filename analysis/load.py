@@ -65,16 +65,22 @@ def load_sweep(directory: str | Path) -> xr.Dataset:
     return xr.combine_by_coords(runs, join="outer", combine_attrs="drop_conflicts")
 
 
+def metric_names(ds: xr.Dataset) -> list[str]:
+    """The per-seed metrics: every variable with a seed dim (not the run's per-generation
+    costs, ``wall_time_s`` and ``peak_memory_bytes``)."""
+    return [str(name) for name, v in ds.data_vars.items() if "seed" in v.dims]
+
+
 def swept_dims(ds: xr.Dataset) -> list[str]:
-    """Dims of the swept config keys: those every variable has, but generation and seed.
+    """Dims of the swept config keys: those every metric has, but generation and seed.
 
     A multirun of separate jobs gives each swept key a length-1 dim per job; settings swept
-    inside one job are dims of any length. Dims only some variables have (``n``, ``rank``)
+    inside one job are dims of any length. Dims only some metrics have (``n``, ``rank``)
     are the metrics' own.
     """
-    variables = list(ds.data_vars.values())
+    metrics = [ds[name] for name in metric_names(ds)]
     return [str(d) for d in ds.dims
-            if d not in CORE_DIMS and all(d in v.dims for v in variables)]
+            if d not in CORE_DIMS and all(d in v.dims for v in metrics)]
 
 
 def own_dims(da: xr.DataArray, ds: xr.Dataset) -> list[str]:

@@ -18,8 +18,8 @@ import numpy as np
 import xarray as xr
 
 from analysis import figures, stats, tables
-from analysis.load import (RESULTS, find_runs, load_run, load_sweep, own_dims, run_attrs,
-                           swept_dims)
+from analysis.load import (RESULTS, find_runs, load_run, load_sweep, metric_names, own_dims,
+                           run_attrs, swept_dims)
 from analysis.report import Report, ReportFigure, ReportTable, render
 from analysis.style import FORMATS, png_bytes, save
 
@@ -83,7 +83,7 @@ def open_results(path: Path, partial: bool = False) -> tuple[xr.Dataset, list[Pa
 
 def check_metrics(ds: xr.Dataset, names: list[str] | None) -> list[str]:
     """``names`` (all of the Dataset's metrics if None), each checked to exist."""
-    available = [str(m) for m in ds.data_vars]
+    available = metric_names(ds)
     if names is None:
         return available
     for name in names:

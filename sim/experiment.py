@@ -71,8 +71,8 @@ def run(experiment: Experiment, swept: Mapping[str, Any] | None = None,
     points = len(grids.points(grid))
     keys_L = lane_keys(cfg.seed, np.tile(np.arange(cfg.seeds), points))  # same per point
     dyn_L = grids.lane_settings(experiment.dyn, grid, cfg.seeds)
-    metrics = run_lanes(experiment.chain, keys_L, dyn_L, cfg.generations, cfg.lanes,
-                        cfg.progress)
+    metrics, costs = run_lanes(experiment.chain, keys_L, dyn_L, cfg.generations, cfg.lanes,
+                               cfg.progress)
     wall = time.perf_counter() - start
     world = experiment.chain.world
     info = dict(world.metric_info)
@@ -84,4 +84,5 @@ def run(experiment: Experiment, swept: Mapping[str, Any] | None = None,
     info.update({name: r.info for name, r in relative.items()})
     if config_yaml is None:
         config_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
-    return to_dataset(metrics, info, swept, run_attrs(config_yaml, wall), grid, cfg.seeds)
+    return to_dataset(metrics, info, swept, run_attrs(config_yaml, wall), grid, cfg.seeds,
+                      costs._asdict())

@@ -17,9 +17,12 @@ from __future__ import annotations
 import enum
 import functools
 import os
+import resource
+import sys
+import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -79,13 +82,19 @@ def _over_lanes(fn: Callable[[Any], Any], strategy: Strategy, batch_size: int,
     return lambda xs: jax.lax.map(fn, xs, batch_size=batch_size)
 
 
-def _shard(tree: Any, lanes: int) -> Any:
-    """Place the lane axis across all local devices when it divides evenly."""
+def _lane_sharding(lanes: int) -> NamedSharding | None:
+    """The lane axis split across all local devices, where there are several and it
+    divides evenly."""
     devices = jax.local_devices()
     if len(devices) == 1 or lanes % len(devices):
-        return tree
-    sharding = NamedSharding(Mesh(np.array(devices), ("lanes",)), PartitionSpec("lanes"))
-    return jax.device_put(tree, sharding)
+        return None
+    return NamedSharding(Mesh(np.array(devices), ("lanes",)), PartitionSpec("lanes"))
+
+
+def _shard(tree: Any, lanes: int) -> Any:
+    """Place the lane axis across all local devices when it divides evenly."""
+    sharding = _lane_sharding(lanes)
+    return tree if sharding is None else jax.device_put(tree, sharding)
 
 
 def free_memory_bytes(device: jax.Device) -> int:
@@ -130,8 +139,13 @@ class _Programs:
             donate_argnums=0)
 
     def step_peak_bytes(self, keys_S: Array, dyn_S: dict[str, Array]) -> int | None:
-        """Memory of one generation step for a chunk (compiles it: jit reuses the result)."""
-        state_S, _ = jax.eval_shape(self.start, keys_S, dyn_S)
+        """Memory of one generation step for a chunk, per device (compiles the step as
+        the chain will call it, so jit reuses the result)."""
+        sharding = _lane_sharding(self.chunk)
+        state_S = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding,
+                                           weak_type=x.weak_type),
+            jax.eval_shape(self.start, keys_S, dyn_S)[0])
         generation = jax.ShapeDtypeStruct((), jnp.int32)
         return peak_bytes(self.step.lower(state_S, generation, keys_S, dyn_S).compile())
 
@@ -152,7 +166,7 @@ def plan_chunk(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], cfg: LanesC
     devices = jax.local_device_count()
     if cfg.chunk_size is not None:
         return _Programs(chain, strategy, batch_size, min(cfg.chunk_size, lanes))
-    budget = cfg.memory_fraction * free_memory_bytes(jax.local_devices()[0]) * devices
+    budget = cfg.memory_fraction * free_memory_bytes(jax.local_devices()[0])  # per device
     chunk = lanes
     while True:
         programs = _Programs(chain, strategy, batch_size, chunk)
@@ -172,32 +186,61 @@ def _finish(metrics_S: dict[str, Array], host: Mapping[str, Callable[[Any], Any]
     return metrics_S
 
 
+def high_water_bytes(device: jax.Device) -> int:
+    """The most memory allocated so far: the device allocator's peak on accelerators, the
+    process's peak resident memory on CPU."""
+    stats = device.memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, else KiB
+
+
+class Costs(NamedTuple):
+    """What each generation cost, over all chunks: wall seconds (compiling included) and
+    the memory high-water mark at its end (``high_water_bytes``), shape (G + 1,)."""
+
+    wall_time_s: np.ndarray
+    peak_memory_bytes: np.ndarray
+
+
 def _run_chunk(programs: _Programs, keys_S: Array, dyn_S: dict[str, Array],
                generations: int, finish: Callable[[Any], dict[str, np.ndarray]],
-               bar: tqdm) -> dict[str, np.ndarray]:
-    """One chunk's chains, generation by generation: metrics (G + 1, chunk, ...)."""
-    state_S, metrics = programs.start(keys_S, dyn_S)
-    history = [finish(metrics)]
-    bar.update()
-    for g in range(1, generations + 1):
-        state_S, metrics = programs.step(state_S, np.int32(g), keys_S, dyn_S)
-        history.append(finish(metrics))
+               bar: tqdm, costs: Costs) -> dict[str, np.ndarray]:
+    """One chunk's chains, generation by generation: metrics (G + 1, chunk, ...); adds each
+    generation's wall time and memory high-water mark to ``costs``."""
+    device = jax.local_devices()[0]
+    history = []
+    for g in range(generations + 1):
+        start = time.perf_counter()
+        if g == 0:
+            state_S, metrics = programs.start(keys_S, dyn_S)
+        else:
+            state_S, metrics = programs.step(state_S, np.int32(g), keys_S, dyn_S)
+        history.append(finish(metrics))  # waits for the generation to finish
+        costs.wall_time_s[g] += time.perf_counter() - start
+        costs.peak_memory_bytes[g] = max(costs.peak_memory_bytes[g], high_water_bytes(device))
         bar.update()
     return {name: np.stack([h[name] for h in history]) for name in history[0]}
 
 
 def run_lanes(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], generations: int,
-              cfg: LanesConfig, progress: bool = True) -> dict[str, np.ndarray]:
+              cfg: LanesConfig, progress: bool = True
+              ) -> tuple[dict[str, np.ndarray], Costs]:
     """Run every lane for ``generations`` generations, in chunks of lanes that fit in
-    memory (padded to one compiled size); metrics as arrays (G + 1, lanes, ...)."""
+    memory (padded to one compiled size): metrics as arrays (G + 1, lanes, ...), and what
+    each generation cost."""
     lanes = keys_L.shape[0]
     strategy, batch_size = resolve_strategy(cfg, chain.world.cpu_lane_batch)
     finish = functools.partial(_finish, host=getattr(chain.world, "host_metrics", {}))
+    costs = Costs(np.zeros(generations + 1), np.zeros(generations + 1, np.int64))
     chunks = []
     with warnings.catch_warnings():
         # A student whose shapes differ from the generation-0 teacher cannot reuse its buffers.
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+        planning = time.perf_counter()
         programs = plan_chunk(chain, keys_L, dyn_L, cfg, strategy, batch_size)
+        costs.wall_time_s[1 if generations else 0] += time.perf_counter() - planning
         chunk = programs.chunk
         starts = range(0, lanes, chunk)
         with tqdm(total=len(starts) * (generations + 1), unit="gen", leave=False,
@@ -206,7 +249,8 @@ def run_lanes(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], generations:
             for first in starts:
                 used = slice(first, min(first + chunk, lanes))
                 metrics = _run_chunk(programs, *_chunk_inputs(keys_L, dyn_L, used, chunk),
-                                     generations, finish, bar)
+                                     generations, finish, bar, costs)
                 chunks.append({name: values[:, :used.stop - used.start]
                                for name, values in metrics.items()})
-    return {name: np.concatenate([c[name] for c in chunks], axis=1) for name in chunks[0]}
+    metrics = {name: np.concatenate([c[name] for c in chunks], axis=1) for name in chunks[0]}
+    return metrics, costs

@@ -50,12 +50,26 @@ def _by_point(values: np.ndarray, grid: Grid, seeds: int) -> np.ndarray:
     return np.moveaxis(values, tuple(range(1, 1 + k)), tuple(range(-k, 0)))
 
 
+COST_INFO = {
+    "wall_time_s": MetricInfo(
+        "wall time", "s", "seconds the generation took for every lane of the run, compiling "
+        "included (the run's total is the sum; the attr wall_time_s adds loading and "
+        "recording)"),
+    "peak_memory_bytes": MetricInfo(
+        "peak memory", "bytes", "high-water mark of memory use at the end of the generation: "
+        "the device allocator's peak on accelerators, the process's peak resident memory on "
+        "CPU"),
+}
+
+
 def to_dataset(metrics: Mapping[str, np.ndarray], info: Mapping[str, MetricInfo],
                swept: Mapping[str, Any] | None = None,
                attrs: Mapping[str, Any] | None = None, grid: Grid = (),
-               seeds: int | None = None) -> xr.Dataset:
+               seeds: int | None = None,
+               costs: Mapping[str, np.ndarray] | None = None) -> xr.Dataset:
     """Metrics of shape (G + 1, lanes, *metric dims) as a Dataset; with a ``grid``, lanes
-    are point-major (``sim.grid``) and each grid key becomes a dimension.
+    are point-major (``sim.grid``) and each grid key becomes a dimension. ``costs`` are the
+    run's per-generation ``COST_INFO`` variables, shape (G + 1,): they have no seed dim.
 
     Dims: (generation, seed, *the metric's own dims, *grid keys, *swept keys).
     """
@@ -73,6 +87,11 @@ def to_dataset(metrics: Mapping[str, np.ndarray], info: Mapping[str, MetricInfo]
         for i, dim in enumerate(meta.dims):
             size = values.shape[2 + i]
             coords[dim] = np.asarray(meta.coords[i]) if meta.coords else np.arange(size)
+    for name, values in (costs or {}).items():
+        meta = COST_INFO[name]
+        data_vars[name] = (("generation",), np.asarray(values),
+                           {"long_name": meta.long_name, "description": meta.description,
+                            "units": meta.units})
     generations, lanes = next(iter(metrics.values())).shape[:2]
     coords.update(generation=np.arange(generations), seed=np.arange(seeds or lanes))
     coords.update({key: np.asarray(values) for key, values in grid})

@@ -31,7 +31,11 @@ def test_run_writes_a_dataset_and_prints_a_summary(tmp_path):
     assert (path.parent / ".hydra" / "config.yaml").exists()
     ds = load_run(path.parent)
     assert ds.sizes == {"generation": 4, "seed": 5}
-    assert set(ds.data_vars) == {"test_mse", "weight_error"}
+    assert set(ds.data_vars) == {"test_mse", "weight_error", "wall_time_s", "peak_memory_bytes"}
+    # what each generation cost: compiling makes generations 0 and 1 the slowest
+    assert ds.wall_time_s.dims == ds.peak_memory_bytes.dims == ("generation",)
+    assert (ds.wall_time_s > 0).all() and ds.wall_time_s.sum() <= ds.attrs["wall_time_s"]
+    assert (ds.peak_memory_bytes > 10e6).all() and (ds.peak_memory_bytes.diff("generation") >= 0).all()
     assert "policy: accumulate" in ds.attrs["config"]
 
 
