@@ -119,15 +119,16 @@ def lane_settings(base: Mapping[str, float], grid: Grid, seeds: int) -> dict[str
 
 
 def validate(cfg: Any, grid: Grid, closed_form: bool) -> None:
-    """One-line errors for grid keys that are not traced or that the config does not use.
+    """One-line errors for empty or repeated values and for grid keys the config does not
+    use (Hydra refuses keys that are not traced settings while composing).
 
     The values themselves are checked point by point, as a single run's would be
     (``sim.experiment.build``)."""
+    objective = cfg.distill.objective.value
     for key, values in grid:
         shown = f"grid.{key}"
         require(len(values) >= 1, shown, list(values), "a non-empty list of numbers")
         require(len(set(values)) == len(values), shown, list(values), "distinct values")
-        objective = cfg.distill.objective.value
         using = OBJECTIVES_USING.get(key)
         require(using is None or objective in using, shown, list(values),
                 f"only with distill={' or distill='.join(using or ())} "
