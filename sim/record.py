@@ -104,13 +104,14 @@ def to_dataset(metrics: Mapping[str, np.ndarray], info: Mapping[str, MetricInfo]
     return ds
 
 
-def _git_commit() -> str:
+def _git(*args: str) -> str | None:
+    """A git command's output in the package's checkout (None outside one)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() if out.returncode == 0 else ""
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
-        return ""
+        return None
 
 
 def _versions() -> str:
@@ -124,12 +125,15 @@ def _versions() -> str:
 
 
 def run_attrs(config_yaml: str, wall_time_s: float) -> dict[str, Any]:
-    """Provenance attrs: config, versions, git commit, backend, device, wall time."""
+    """Provenance attrs: config, versions, git commit (and whether the checkout had
+    uncommitted changes), backend, device, wall time."""
     device = jax.devices()[0]
     return {
         "config": config_yaml,
         "versions": _versions(),
-        "git_commit": _git_commit(),
+        "git_commit": _git("rev-parse", "HEAD") or "",
+        # 1: the checkout had uncommitted changes, so git_commit alone does not rerun it
+        "git_dirty": int(bool(_git("status", "--porcelain", "--untracked-files=no"))),
         "backend": jax.default_backend(),
         "device_kind": device.device_kind,
         "device_count": jax.device_count(),

@@ -48,3 +48,27 @@ def test_write_atomic_round_trips_and_leaves_no_temp_file(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["results.nc"]
     with xr.open_dataset(path) as back:
         xr.testing.assert_identical(back.load(), ds)
+
+
+def test_attrs_name_the_commit_and_whether_the_checkout_was_dirty():
+    attrs = run_attrs("x: 1\n", 1.0)
+    assert len(attrs["git_commit"]) == 40 and int(attrs["git_commit"], 16) >= 0
+    assert attrs["git_dirty"] in (0, 1)
+
+
+def test_a_failed_write_leaves_neither_the_file_nor_a_temporary(tmp_path, monkeypatch):
+    """A full disk mid-write: the half-written temporary is removed, nothing is renamed."""
+    ds = _ds()
+
+    def write_half_then_fail(self, path, **kwargs):
+        open(path, "wb").write(b"CDF\x01 partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", write_half_then_fail)
+    try:
+        write_atomic(ds, tmp_path / "results.nc")
+    except OSError as error:
+        assert error.errno == 28
+    else:
+        raise AssertionError("the write should have failed")
+    assert list(tmp_path.iterdir()) == []
