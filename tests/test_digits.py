@@ -263,3 +263,23 @@ def test_bad_group_noise_and_subliminal_settings_are_one_line_errors(kwargs, key
     with pytest.raises(ConfigError, match=rf"^{key}=") as err:
         _world(**kwargs)
     assert "\n" not in str(err.value)
+
+
+def test_kl_teacher_student_is_the_forward_kl_on_the_test_images(teacher):
+    """mean_x KL(p_teacher(.|x) || p_student(.|x)), against numpy; the reverse direction
+    differs by far more than float rounding for an untrained student."""
+    world, (params, _) = _world(), teacher
+    student = Classifier(mlp.init(jax.random.key(3), world.student_mlp), None)
+    measured = float(jax.jit(lambda s, t: world.measure(jax.random.key(4), s, t))(
+        student, params)["kl_teacher_student"])
+
+    def log_probs(weights):
+        logits = np.asarray(world._class_logits(weights, world.x_test), np.float64)
+        return logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(
+            1, keepdims=True)) - logits.max(1, keepdims=True)
+
+    log_t, log_s = log_probs(params.weights), log_probs(student.weights)
+    forward = np.mean(np.sum(np.exp(log_t) * (log_t - log_s), 1))
+    reverse = np.mean(np.sum(np.exp(log_s) * (log_s - log_t), 1))
+    assert abs(forward - reverse) > 0.05 * forward
+    assert measured == pytest.approx(forward, rel=1e-4)

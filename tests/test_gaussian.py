@@ -97,3 +97,23 @@ def test_unbiased_refits_collapse_although_the_expected_variance_is_kept():
     medians = ratio.median("seed").values
     assert medians[100] < 1e-3 and medians[0] > 0.8
     assert (ratio.sel(generation=100) < 0.1).mean() > 0.9
+
+
+def test_w2_of_non_commuting_covariances_matches_the_matrix_square_root():
+    """W2^2 = |m1 - m2|^2 + tr C1 + tr C2 - 2 tr (C2^1/2 C1 C2^1/2)^1/2, against scipy's
+    float64 sqrtm on random correlated covariances (a commuting-only shortcut such as
+    tr(C1^1/2 C2^1/2) is wrong here by more than the tolerance)."""
+    from scipy.linalg import sqrtm
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        a, b = rng.standard_normal((2, 3, 3))
+        c1, c2 = a @ a.T + 0.1 * np.eye(3), b @ b.T + 0.1 * np.eye(3)
+        m1, m2 = rng.standard_normal((2, 3))
+        s2 = np.real(sqrtm(c2))
+        cross = np.real(sqrtm(s2 @ c1 @ s2))
+        expected = np.sqrt(np.sum((m1 - m2) ** 2) + np.trace(c1 + c2) - 2 * np.trace(cross))
+        shortcut = np.sqrt(np.sum((m1 - m2) ** 2) + np.trace(c1 + c2)
+                           - 2 * np.trace(np.real(sqrtm(c1)) @ s2))
+        assert abs(shortcut - expected) > 1e-3 * expected  # the test can tell them apart
+        w2 = w2_gaussians(*(jnp.asarray(v, jnp.float32) for v in (m1, c1, m2, s2)))
+        np.testing.assert_allclose(w2, expected, rtol=2e-4)

@@ -312,3 +312,37 @@ def test_config_accepts_lists_and_normalises_weights():
     np.testing.assert_allclose(w.true_weights_K, [0.5, 0.25, 0.25])
     assert w.fit_components == 5
     assert GmmWorld(GmmConfig(mode_mass_threshold=1.0)).cfg.mode_mass_threshold == 1.0
+
+
+CORRELATED = GmmParams(weights_K=jnp.array([0.6, 0.4]),
+                       means_KxD=jnp.array([[0.0, 0.0], [5.0, -3.0]]),
+                       covs_KxDxD=jnp.array([[[2.0, 1.2], [1.2, 1.0]],
+                                             [[0.5, -0.4], [-0.4, 1.5]]]))
+
+
+def test_log_density_of_correlated_components_matches_scipy():
+    """A transposed whitening (L^-T instead of L^-1) passes isotropic covariances only."""
+    from scipy.stats import multivariate_normal
+    x = np.random.default_rng(5).standard_normal((50, 2)) * 3
+    expected = np.log(sum(
+        float(CORRELATED.weights_K[k]) * multivariate_normal(
+            np.asarray(CORRELATED.means_KxD[k]), np.asarray(CORRELATED.covs_KxDxD[k])).pdf(x)
+        for k in range(2)))
+    np.testing.assert_allclose(gmm_log_prob(CORRELATED, jnp.asarray(x, jnp.float32)),
+                               expected, rtol=1e-4, atol=1e-4)
+
+
+def test_samples_of_correlated_components_have_their_covariances():
+    """Sampling with L^T instead of the Cholesky factor L gives the wrong covariance
+    (L^T L != L L^T unless the covariance is diagonal); 4 standard errors of each entry."""
+    generate = jax.jit(GmmWorld(GmmConfig(dim=2, components=2)).generate, static_argnums=2)
+    n = 20000
+    for k in range(2):  # all mass on component k: every sample is one of its draws
+        only_k = CORRELATED._replace(weights_K=jnp.eye(2)[k])
+        x = np.asarray(generate(jax.random.key(9 + k), only_k, n, NO_DYN))
+        cov = np.asarray(CORRELATED.covs_KxDxD[k])
+        # Var of a sample covariance entry: (S_ij^2 + S_ii S_jj) / n
+        se = np.sqrt((cov**2 + np.outer(np.diag(cov), np.diag(cov))) / n)
+        assert np.all(np.abs(np.cov(x.T) - cov) <= 4 * se)
+        assert np.all(np.abs(x.mean(0) - np.asarray(CORRELATED.means_KxD[k]))
+                      <= 4 * np.sqrt(np.diag(cov) / n))

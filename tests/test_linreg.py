@@ -71,3 +71,17 @@ def test_ridge_shrinks_and_allows_short_designs():
         LinregWorld(LinregConfig(dim=5, n_samples=3))
     with pytest.raises(ConfigError, match="world.noise"):
         LinregWorld(LinregConfig(noise=-1.0))
+
+
+@pytest.mark.parametrize("ridge", [0.0, 0.7, 7.0])
+def test_the_fit_is_the_ridge_closed_form_on_the_weighted_rows(ridge):
+    """w = (X'WX + alpha I)^-1 X'Wy, against numpy in float64 (a penalty off by any factor,
+    or rows of weight 0 that still count, fail)."""
+    world = LinregWorld(LinregConfig(dim=5, n_samples=20, noise=0.5, ridge=ridge))
+    data = world.sample_real(jax.random.key(1), world.n_samples)
+    weights = np.r_[np.ones(15), np.zeros(5)]
+    w_hat = world.fit(jax.random.key(2), data, jnp.asarray(weights, jnp.float32), {})
+    x, y = np.asarray(world.x_TxD, np.float64), np.asarray(data["y"], np.float64)
+    xw = x * weights[:, None]
+    expected = np.linalg.solve(xw.T @ x + ridge * np.eye(5), xw.T @ y)
+    np.testing.assert_allclose(w_hat, expected, rtol=2e-4, atol=1e-5)
