@@ -113,3 +113,38 @@ def test_make_optimizer_schedule() -> None:
         steps.append(-float(update["w"]))
     # Adam's first steps are ~lr: 0 at step 0 (warmup from 0), peak at 2, decaying after.
     assert steps[0] == 0.0 and abs(steps[2] - 1.0) < 1e-3 and steps[5] < steps[3] < steps[2]
+
+
+def test_warmup_cosine_schedule_matches_optax() -> None:
+    """Linear warmup to the peak, cosine to end_fraction * peak at total_steps, against
+    optax's own schedule (whose decay_steps include the warmup)."""
+    ours = tr.warmup_cosine_schedule(2.0, warmup_steps=3, total_steps=11, end_fraction=0.1)
+    reference = optax.warmup_cosine_decay_schedule(0.0, 2.0, warmup_steps=3, decay_steps=11,
+                                                   end_value=0.2)
+    steps = np.arange(14)
+    np.testing.assert_allclose([float(ours(s)) for s in steps],
+                               [float(reference(s)) for s in steps], rtol=1e-6, atol=1e-7)
+
+
+def _decay_updates(train, params) -> list:
+    """Updates of zero gradients: what weight decay alone does, step by step."""
+    opt = tr.optimizer_for(train, {"train.lr": 0.5, "train.weight_decay": 0.1})
+    state, out = opt.init(params), []
+    for _ in range(train.steps):
+        update, state = opt.update(jax.tree.map(jnp.zeros_like, params), state, params)
+        out.append(update)
+    return out
+
+
+def test_weight_decay_touches_matrices_only_and_follows_the_schedule() -> None:
+    params = {"kernel": jnp.ones((2, 3)), "embedding": jnp.ones((4, 2)), "bias": jnp.ones(3),
+              "scale": jnp.ones(2)}
+    constant = _decay_updates(tr.TrainConfig(steps=6, cosine=False), params)
+    for update in constant:  # AdamW: -lr * weight_decay * param on matrices, 0 elsewhere
+        np.testing.assert_allclose(update["kernel"], -0.05, rtol=1e-6)
+        np.testing.assert_allclose(update["embedding"], -0.05, rtol=1e-6)
+        assert not np.any(update["bias"]) and not np.any(update["scale"])
+    cosine = _decay_updates(tr.TrainConfig(steps=6, cosine=True), params)
+    decay = [-float(u["kernel"][0, 0]) / 0.05 for u in cosine]  # lr(t) / lr
+    np.testing.assert_allclose(decay, [0.5 * (1 + np.cos(np.pi * t / 6)) for t in range(6)],
+                               rtol=1e-5, atol=1e-7)
