@@ -80,15 +80,21 @@ def _ngram_match_counts(a_LxN: Array, b_LxN: Array) -> Array:
 def self_bleu(tokens_NxL: Array, max_n: int = 4, epsilon: float = 0.1) -> Array:
     """Self-BLEU (Zhu et al. 2018): mean BLEU-max_n of each sequence against all others.
 
-    Modified (clipped) n-gram precisions with uniform weights; equal lengths make the
-    brevity penalty 1; a zero precision gets ``epsilon`` matches (NLTK's smoothing
-    method 1, as in Texygen). Cost O(N^2 L^2 max_n): use a subsample of sequences. Higher
-    means less diverse; 1 when all sequences are identical.
+    NLTK's ``sentence_bleu`` with smoothing method 1 (as in Texygen), each sequence the
+    hypothesis and the others its references: modified (clipped) n-gram precisions with
+    uniform weights; equal lengths make the brevity penalty 1; a precision with no matches
+    gets ``epsilon`` matches, over max(1, n-grams) (so an order longer than the sequences
+    counts ``epsilon``); a sequence sharing no token with any other scores 0. Cost
+    O(N^2 L^2 max_n): use a subsample of sequences. Higher means less diverse; 1 when all
+    sequences are identical (and at least max_n long).
     """
-    n_seq = tokens_NxL.shape[0]
+    n_seq, length = tokens_NxL.shape
     others_NxN = ~jnp.eye(n_seq, dtype=bool)
-    log_precisions = []
+    log_precisions, shares_a_token_N = [], None
     for n in range(1, max_n + 1):
+        if n > length:  # no n-grams: NLTK's 0 / max(1, 0), smoothed
+            log_precisions.append(jnp.full(n_seq, jnp.log(epsilon)))
+            continue
         grams_NxLxn = jax.vmap(lambda t: ngrams(t[None], n))(tokens_NxL)
         pairwise = jax.vmap(lambda a: jax.vmap(lambda b: _ngram_match_counts(a, b))(
             grams_NxLxn))(grams_NxLxn)  # [h, r, t]: count in r of h's n-gram at t
@@ -96,10 +102,12 @@ def self_bleu(tokens_NxL: Array, max_n: int = 4, epsilon: float = 0.1) -> Array:
         best_ref_NxL = jnp.max(jnp.where(others_NxN[:, :, None], pairwise, 0), axis=1)
         # sum over positions of min(c_h, c_ref) / c_h = sum over n-grams of min(c_h, c_ref)
         clipped_N = jnp.sum(jnp.minimum(own_NxL, best_ref_NxL) / own_NxL, axis=1)
-        total = grams_NxLxn.shape[1]
+        if n == 1:
+            shares_a_token_N = clipped_N > 0
         clipped_N = jnp.where(clipped_N > 0, clipped_N, epsilon)
-        log_precisions.append(jnp.log(clipped_N / total))
-    return jnp.mean(jnp.exp(jnp.mean(jnp.stack(log_precisions), axis=0)))
+        log_precisions.append(jnp.log(clipped_N / grams_NxLxn.shape[1]))
+    bleu_N = jnp.exp(jnp.mean(jnp.stack(log_precisions), axis=0))
+    return jnp.mean(jnp.where(shares_a_token_N, bleu_N, 0.0))
 
 
 def compression_ratio(tokens_NxL: np.ndarray) -> np.float32:
