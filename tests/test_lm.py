@@ -185,3 +185,28 @@ def test_entropy_rate_is_the_entropy_of_the_models_own_sampling(teacher_and_data
     probs = jax.nn.softmax(logits)
     expected = float(jnp.mean(-jnp.sum(probs * jnp.log(probs), -1)))
     assert rate == pytest.approx(expected, rel=1e-4)
+
+
+def test_measure_scores_the_models_own_sample_and_the_teacher_kl_forward(teacher_and_data):
+    """The produced-text metrics are those of the sequences the model samples with the
+    measuring key (not of the held-out real text), and kl_teacher_student is
+    KL(teacher || student) on the held-out real positions."""
+    teacher, pool = teacher_and_data
+    world = _world()
+    student = jax.jit(lambda k, d: world.fit(k, d, jnp.ones(TINY.n_samples), _dyn(), teacher))(
+        jax.random.key(5), pool)
+    key = jax.random.key(7)
+    measured = jax.jit(lambda k: world.measure(k, student, teacher, _dyn()))(key)
+    produced = sample_sequences(key, student.weights, student.cfg, TINY.eval_sequences,
+                                TINY.seq_len, TINY.vocab_size)
+    expected = jax.jit(world.sample_metrics)(produced)
+    of_real_text = jax.jit(world.sample_metrics)(world.eval_ExL)
+    assert set(expected) >= {"entropy", "distinct_n", "self_bleu", "vendi",
+                             "support_coverage", "rank_frequency", "compression_ratio"}
+    for name in expected:  # compression_ratio: the tokens the host will gzip
+        np.testing.assert_allclose(measured[name], expected[name], rtol=1e-5, err_msg=name)
+    assert not np.allclose(measured["distinct_n"], of_real_text["distinct_n"])
+    kl_forward = _kl_teacher_student(world, teacher, student.weights, student.cfg)
+    kl_reverse = _kl_teacher_student(world, student, teacher.weights, teacher.cfg)
+    assert abs(kl_forward - kl_reverse) > 1e-3 * kl_forward
+    assert float(measured["kl_teacher_student"]) == pytest.approx(kl_forward, rel=1e-4)
