@@ -210,3 +210,20 @@ def test_measure_scores_the_models_own_sample_and_the_teacher_kl_forward(teacher
     kl_reverse = _kl_teacher_student(world, student, teacher.weights, teacher.cfg)
     assert abs(kl_forward - kl_reverse) > 1e-3 * kl_forward
     assert float(measured["kl_teacher_student"]) == pytest.approx(kl_forward, rel=1e-4)
+
+
+def test_on_policy_students_learn_from_their_own_samples(teacher_and_data):
+    """With on_policy_fraction = 1 every minibatch is the student's own sample, scored by
+    the teacher: the pool's contents cannot matter. At 0 they do."""
+    teacher, pool = teacher_and_data
+    real = _world().sample_real(jax.random.key(11), TINY.n_samples)
+
+    def fit(fraction: float, data):
+        distill = DistillConfig(objective=Objective.on_policy, on_policy_fraction=fraction)
+        world = _world(distill, train_cfg=dataclasses.replace(TRAIN, steps=10))
+        return jax.jit(lambda d: world.fit(jax.random.key(5), d, jnp.ones(TINY.n_samples),
+                                           _dyn(distill), teacher))(data).weights
+
+    leaves = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])  # noqa: E731
+    np.testing.assert_array_equal(leaves(fit(1.0, pool)), leaves(fit(1.0, real)))
+    assert not np.allclose(leaves(fit(0.0, pool)), leaves(fit(0.0, real)))
