@@ -8,6 +8,7 @@ from sim.distill import (DistillConfig, SamplingConfig, StudentConfig, TrainConf
                          check_closed_form)
 from sim.errors import ConfigError
 from sim.worlds.base import MetricInfo, World, WorldConfig
+from sim.worlds.categorical import CategoricalConfig, CategoricalWorld
 from sim.worlds.digits import DigitsConfig, DigitsWorld
 from sim.worlds.gaussian import GaussianConfig, GaussianWorld
 from sim.worlds.gmm import GmmConfig, GmmWorld
@@ -23,6 +24,7 @@ class WorldEntry(NamedTuple):
 
 
 WORLDS: dict[str, WorldEntry] = {
+    "categorical": WorldEntry(CategoricalConfig, CategoricalWorld, closed_form=False),
     "digits": WorldEntry(DigitsConfig, DigitsWorld, closed_form=False),
     "gaussian": WorldEntry(GaussianConfig, GaussianWorld, closed_form=True),
     "gmm": WorldEntry(GmmConfig, GmmWorld, closed_form=True),
