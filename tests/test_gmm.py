@@ -91,6 +91,22 @@ def test_truth_metrics_and_exact_nll(main):
     np.testing.assert_allclose(w.true_weights_K, [0.5, 0.3, 0.2])
 
 
+def test_fidelity_of_the_truth_and_of_a_model_that_lost_two_modes(main):
+    """The true mixture's samples: density about 1, coverage about 1 - 2^-k; one that
+    keeps a single component (weight 0.5 of the truth) still looks real (precision) but
+    reaches about half the real points (recall, coverage)."""
+    w = main.world
+    truth = [main.measure(jax.random.key(i), w.truth) for i in range(8)]
+    mean = lambda ms, name: float(np.mean([m[name] for m in ms]))  # noqa: E731
+    assert mean(truth, "precision") > 0.9 and mean(truth, "recall") > 0.9
+    assert abs(mean(truth, "density") - 1) < 0.1
+    assert abs(mean(truth, "coverage") - (1 - 2.0**-w.cfg.fidelity_k)) < 0.03
+    one_mode = w.truth._replace(weights_K=jnp.array([1.0, 0.0, 0.0]))
+    lost = [main.measure(jax.random.key(i), one_mode) for i in range(8)]
+    assert mean(lost, "precision") > 0.9
+    assert mean(lost, "recall") < 0.6 and mean(lost, "coverage") < 0.6
+
+
 def test_em_recovers_truth_at_generation_zero(main):
     """Four independent fits of POOL real points, each checked against its sampling error."""
     w = main.world

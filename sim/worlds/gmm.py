@@ -48,6 +48,7 @@ from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
 from sim.errors import require
+from sim.metrics.fidelity import precision_recall_density_coverage
 from sim.worlds.gaussian import fit_gaussian
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
 
@@ -66,6 +67,8 @@ class GmmConfig(WorldConfig):
     em_iters: int = 100  # EM iterations per fit
     reg_covar: float = 1e-6  # added to every fitted covariance diagonal
     n_test: int = 2000  # held-out real points for nll_real, drawn once from truth_seed
+    fidelity_points: int = 500  # held-out and generated points of precision/recall/...
+    fidelity_k: int = 5  # the k of their nearest-neighbour balls (sim/metrics/fidelity.py)
     mode_mass_threshold: float = 0.1  # true component k is covered if its mass >= this * pi_k
     truth_seed: int = 0  # draws the rotation of the true means and the held-out points
 
@@ -217,6 +220,22 @@ def fit_gmm(key: Array, x_NxD: Array, w_N: Array, k: int, iters: int,
     return GmmParams(weights_K / weights_K.sum(), means_KxD, covs_KxDxD)
 
 
+FIDELITY_INFO = {
+    "precision": MetricInfo(
+        "precision", "", "share of fidelity_points generated points inside the k-NN ball of "
+        "some held-out real point (Kynkaanniemi et al. 2019; k = fidelity_k): quality"),
+    "recall": MetricInfo(
+        "recall", "", "share of fidelity_points held-out real points inside the k-NN ball of "
+        "some generated point (Kynkaanniemi et al. 2019): diversity"),
+    "density": MetricInfo(
+        "density", "", "mean number of real k-NN balls holding a generated point, over k "
+        "(Naeem et al. 2020): about 1 for samples of the true law"),
+    "coverage": MetricInfo(
+        "coverage", "", "share of real k-NN balls holding a generated point (Naeem et al. "
+        "2020): about 1 - 2^-k for samples of the true law, lower as modes are lost"),
+}
+
+
 class GmmWorld:
     """Real data from a K-component Gaussian mixture; the model is a K'-component EM fit."""
 
@@ -236,6 +255,7 @@ class GmmWorld:
             "entropy of the fitted mixing weights", "nats",
             "-sum_j pi_hat_j log pi_hat_j (log K' = all fitted components equally used; "
             "its exp is the effective number of components)"),
+        **FIDELITY_INFO,
     }
     retention_of = None
     headline = ("nll_real", "modes_covered", "weight_entropy")
@@ -263,6 +283,10 @@ class GmmWorld:
         require(cfg.em_iters >= 1, "world.em_iters", cfg.em_iters, "an integer >= 1")
         require(cfg.reg_covar >= 0, "world.reg_covar", cfg.reg_covar, "a float >= 0")
         require(cfg.n_test >= 1, "world.n_test", cfg.n_test, "an integer >= 1")
+        require(cfg.fidelity_k >= 1, "world.fidelity_k", cfg.fidelity_k, "an integer >= 1")
+        require(cfg.fidelity_k < cfg.fidelity_points <= cfg.n_test, "world.fidelity_points",
+                cfg.fidelity_points, f"an integer in (world.fidelity_k={cfg.fidelity_k}, "
+                f"world.n_test={cfg.n_test}]")
         require(0 < cfg.mode_mass_threshold <= 1, "world.mode_mass_threshold",
                 cfg.mode_mass_threshold, "a float in (0, 1]")
         self.cfg = cfg
@@ -322,7 +346,7 @@ class GmmWorld:
 
     def measure(self, key: Array, params: GmmParams,
                 teacher: Params = None, dyn: Dyn | None = None) -> dict[str, Array]:
-        del key, teacher, dyn
+        del teacher
         pi_hat_J = params.weights_K
         mass_K = pi_hat_J @ self.true_responsibilities(params.means_KxD)
         covered_K = mass_K >= self.cfg.mode_mass_threshold * self.truth.weights_K
@@ -331,4 +355,8 @@ class GmmWorld:
             "modes_covered": covered_K.sum().astype(jnp.float32),
             "support_coverage": covered_K.mean(dtype=jnp.float32),
             "weight_entropy": -(pi_hat_J * jnp.log(jnp.where(pi_hat_J > 0, pi_hat_J, 1.0))).sum(),
+            **precision_recall_density_coverage(
+                self._x_test_TxD[:self.cfg.fidelity_points],
+                self.generate(key, params, self.cfg.fidelity_points, dyn),
+                self.cfg.fidelity_k)._asdict(),
         }
