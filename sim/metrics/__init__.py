@@ -7,6 +7,8 @@
   frequencies); KL between log-probabilities is ``sim.objectives.kl``.
 - ``vendi``: the Vendi score of a sample under a feature map.
 - ``classification``: accuracy, agreement, calibration (ECE) and group-fairness gaps.
+- ``fidelity``: precision, recall, density and coverage of generated points against real
+  ones (k nearest neighbours).
 - ``retention``: metrics relative to generation 0 (retention, cost reduction, trait
   amplification), computed after a run.
 """
