@@ -61,13 +61,14 @@ def schema(cls: type) -> DictConfig:
 
 
 def register_configs() -> None:
-    """Register the schemas that conf/*.yaml extend (``/schema/<group>/<name>@_here_``)."""
+    """Register the schemas that conf/*.yaml extend (``/schema_<what>@_here_``): as configs
+    outside any group, so that ``--help`` lists only the groups users choose from."""
     store = ConfigStore.instance()
-    store.store(group="schema", name="config", node=schema(Config))
-    store.store(group="schema/mix", name="mix", node=schema(MixConfig))
-    store.store(group="schema/distill", name="distill", node=schema(DistillConfig))
+    store.store(name="schema_config", node=schema(Config))
+    store.store(name="schema_mix", node=schema(MixConfig))
+    store.store(name="schema_distill", node=schema(DistillConfig))
     for name, entry in WORLDS.items():
-        store.store(group="schema/world", name=name, node=schema(entry.config))
+        store.store(name=f"schema_world_{name}", node=schema(entry.config))
 
 
 def _tuples(obj: Any) -> Any:

@@ -73,3 +73,12 @@ def test_bad_input_in_a_multirun_leaves_nothing(tmp_path):
     out = sim(tmp_path, "-m", "seeds=0", "generations=1")
     assert out.returncode == 2
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_help_lists_the_users_groups_not_the_schemas(tmp_path):
+    out = sim(tmp_path, "--help")
+    assert out.returncode == 0
+    groups = out.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    for group in ("world: ", "mix: ", "distill: ", "experiment: "):
+        assert group in groups
+    assert "schema" not in groups
