@@ -5,6 +5,10 @@ g - 1: the teacher produces data, the mix policy combines it with real data, a s
 fitted, and the student is measured. Keys derive from the lane key with
 ``fold_in(key, g)``, so a lane's results do not depend on how many lanes run beside it or
 on how generations are grouped into compiled calls.
+
+Under ``mix=accumulate`` a world with sufficient statistics (``statistics`` and
+``fit_statistics``, e.g. the closed-form worlds) keeps their running sum instead of the
+growing pool, so each generation costs O(n) rather than O(g n); other worlds keep the pool.
 """
 
 from __future__ import annotations
@@ -14,13 +18,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sim.mix import Mix
+from sim.mix import Mix, MixPolicy
 from sim.worlds.base import Array, Dyn, Params, World
 
 
 class ChainState(NamedTuple):
     params: Params  # the newest generation's model (next generation's teacher)
-    pool: Any  # the mix policy's state (accumulated data, or nothing)
+    pool: Any  # the mix policy's state (accumulated data or its statistics, or nothing)
 
 
 def _generation_keys(key: Array, generation: Array | int) -> tuple[Array, ...]:
@@ -31,13 +35,20 @@ class Chain(NamedTuple):
     world: World
     mix: Mix
 
+    @property
+    def summarises(self) -> bool:
+        """Whether the chain accumulates the world's sufficient statistics, not a pool."""
+        return self.mix.policy is MixPolicy.accumulate and hasattr(self.world, "statistics")
+
     def start(self, key: Array, dyn: Dyn) -> tuple[ChainState, dict[str, Array]]:
         """Generation 0: fit on n real samples, measure."""
         k_real, _, _, k_fit, k_measure = _generation_keys(key, 0)
         real = self.world.sample_real(k_real, self.world.n_samples)
         params = self.world.fit(k_fit, real, jnp.ones(self.world.n_samples), dyn, None)
         metrics = self.world.measure(k_measure, params, None, dyn)
-        return ChainState(params, self.mix.init(real)), metrics
+        pool = (self.world.statistics(real, jnp.ones(self.world.n_samples)) if self.summarises
+                else self.mix.init(real))
+        return ChainState(params, pool), metrics
 
     def step(self, state: ChainState, generation: Array, key: Array,
              dyn: Dyn) -> tuple[ChainState, dict[str, Array]]:
@@ -46,7 +57,13 @@ class Chain(NamedTuple):
         n = self.world.n_samples
         synthetic = self.world.generate(k_synth, state.params, n, dyn)
         real = self.world.sample_real(k_real, n) if self.mix.needs_real else None
-        pool, data, weights_N = self.mix(state.pool, k_mix, generation, real, synthetic, dyn)
-        params = self.world.fit(k_fit, data, weights_N, dyn, state.params)
+        if self.summarises:
+            pool = jax.tree.map(jnp.add, state.pool,
+                                self.world.statistics(synthetic, jnp.ones(n)))
+            params = self.world.fit_statistics(pool)
+        else:
+            pool, data, weights_N = self.mix(state.pool, k_mix, generation, real, synthetic,
+                                             dyn)
+            params = self.world.fit(k_fit, data, weights_N, dyn, state.params)
         metrics = self.world.measure(k_measure, params, state.params, dyn)
         return ChainState(params, pool), metrics

@@ -75,8 +75,9 @@ def resolve_strategy(cfg: LanesConfig, cpu_lane_batch: int = 0) -> tuple[Strateg
     return (Strategy.map if single_cpu and cpu_lane_batch else Strategy.vmap), batch_size
 
 
-def _over_lanes(fn: Callable[[Any], Any], strategy: Strategy, batch_size: int,
-                lanes: int) -> Callable[[Any], Any]:
+def over_lanes(fn: Callable[[Any], Any], strategy: Strategy, batch_size: int,
+               lanes: int) -> Callable[[Any], Any]:
+    """``fn`` of one lane's inputs, mapped over a leading axis of ``lanes`` lanes."""
     if strategy is Strategy.vmap or batch_size >= lanes:
         return jax.vmap(fn)
     return lambda xs: jax.lax.map(fn, xs, batch_size=batch_size)
@@ -128,7 +129,7 @@ class _Programs:
     """The compiled ``start`` and ``step`` of a chain for chunks of ``chunk`` lanes."""
 
     def __init__(self, chain: Chain, strategy: Strategy, batch_size: int, chunk: int):
-        over = functools.partial(_over_lanes, strategy=strategy, batch_size=batch_size,
+        over = functools.partial(over_lanes, strategy=strategy, batch_size=batch_size,
                                  lanes=chunk)
         self.chunk = chunk
         self.start = jax.jit(lambda keys_S, dyn_S: over(lambda a: chain.start(*a))(

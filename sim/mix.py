@@ -5,7 +5,8 @@ generations compile once and accumulated pools need no dynamic shapes.
 
 - ``replace``: only the newest synthetic data (n rows).
 - ``accumulate``: the real data and every generation's synthetic data so far; the pool has
-  room for (G + 1) n rows and generation g sees the first (g + 1) n.
+  room for (G + 1) n rows and generation g sees the first (g + 1) n. (A world with
+  sufficient statistics accumulates those instead: ``sim.chain``.)
 - ``accumulate_subsample``: the accumulated pool, but each fit sees a uniform subsample
   without replacement of ``subsample_size`` rows (all rows while the pool is smaller).
 - ``fresh``: round(real_fraction * n) fresh real rows plus synthetic rows for the rest.

@@ -76,6 +76,11 @@ class World(Protocol):
     # generation (e.g. gzip's compression ratio); absent = none. Compiled chains then hold
     # no host callback, which would keep them out of the persistent compilation cache.
     # host_metrics: Mapping[str, Callable[[np.ndarray], np.ndarray]]
+    # Optional: sufficient statistics, for a fit that depends on its data only through
+    # their sum over rows (closed-form fits); under mix=accumulate the chain then keeps
+    # their running sum instead of the growing pool. Absent = the pool is kept.
+    # statistics(data, weights_N) -> Stats (a pytree, additive over rows)
+    # fit_statistics(stats) -> Params (what ``fit`` returns on the data)
 
     def sample_real(self, key: Array, n: int) -> Data:
         """n samples of real data."""

@@ -57,6 +57,25 @@ def fit_gaussian(x_NxD: Array, w_N: Array, ddof: int) -> tuple[Array, Array]:
     return mean_D, cov_DxD
 
 
+def scatter_statistics(x_NxD: Array, w_N: Array, centre_D: Array
+                       ) -> tuple[Array, Array, Array]:
+    """Sufficient statistics of a weighted sample, additive over samples: the total
+    weight, and the weighted sum and scatter of x - centre (a centre near the data keeps
+    float32 cancellation small)."""
+    y_NxD = x_NxD - centre_D
+    wy_NxD = w_N[:, None] * y_NxD
+    return w_N.sum(), wy_NxD.sum(0), wy_NxD.T @ y_NxD
+
+
+def gaussian_from_statistics(statistics: tuple[Array, Array, Array], centre_D: Array,
+                             ddof: int) -> tuple[Array, Array]:
+    """The mean and covariance ``fit_gaussian`` gives, from ``scatter_statistics``."""
+    total, sum_D, scatter_DxD = statistics
+    offset_D = sum_D / total
+    cov_DxD = (scatter_DxD - total * jnp.outer(offset_D, offset_D)) / (total - ddof)
+    return centre_D + offset_D, cov_DxD
+
+
 def w2_gaussians(m1_D: Array, c1_DxD: Array, m2_D: Array, c2_sqrt_DxD: Array) -> Array:
     """Wasserstein-2 distance between N(m1, C1) and N(m2, C2), given C2^(1/2)."""
     c2_DxD = c2_sqrt_DxD @ c2_sqrt_DxD
@@ -110,6 +129,15 @@ class GaussianWorld:
             teacher: Params = None) -> tuple[Array, Array]:
         del key, dyn, teacher
         return fit_gaussian(data, weights_N, self.ddof)
+
+    def statistics(self, data: Array, weights_N: Array) -> tuple[Array, Array, Array]:
+        """Sufficient statistics of weighted data (additive: an accumulating chain keeps
+        their running sum instead of its whole pool)."""
+        return scatter_statistics(data, weights_N, self.mean_D)
+
+    def fit_statistics(self, statistics: tuple[Array, Array, Array]) -> tuple[Array, Array]:
+        """``fit`` from the summed ``statistics`` of its data."""
+        return gaussian_from_statistics(statistics, self.mean_D, self.ddof)
 
     def generate(self, key: Array, params: tuple[Array, Array], n: int, dyn: Dyn) -> Array:
         del dyn

@@ -71,9 +71,18 @@ class LinregWorld:
     def fit(self, key: Array, data: dict[str, Array], weights_N: Array, dyn: Dyn,
             teacher: Params = None) -> Array:
         del key, dyn, teacher
+        return self.fit_statistics(self.statistics(data, weights_N))
+
+    def statistics(self, data: dict[str, Array], weights_N: Array) -> tuple[Array, Array]:
+        """Sufficient statistics, additive over rows: per design row, the total weight and
+        the weighted label sum."""
         t = self.n_samples
-        count_T = jax.ops.segment_sum(weights_N, data["row"], t)
-        label_sum_T = jax.ops.segment_sum(weights_N * data["y"], data["row"], t)
+        return (jax.ops.segment_sum(weights_N, data["row"], t),
+                jax.ops.segment_sum(weights_N * data["y"], data["row"], t))
+
+    def fit_statistics(self, statistics: tuple[Array, Array]) -> Array:
+        """The fitted weights from the summed ``statistics`` of the data."""
+        count_T, label_sum_T = statistics
         gram_DxD = (count_T[:, None] * self.x_TxD).T @ self.x_TxD
         gram_DxD = gram_DxD + self.cfg.ridge * jnp.eye(self.cfg.dim)
         return jnp.linalg.solve(gram_DxD, label_sum_T @ self.x_TxD)
