@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from sim.distill import DistillConfig, SamplingConfig, StudentConfig, TrainConfig
+from sim.exposure import DefenseConfig, ExposureConfig
 from sim.grid import GridConfig
 from sim.lanes import LanesConfig
 from sim.mix import MixConfig
@@ -30,6 +31,8 @@ class Config:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
+    exposure: ExposureConfig = field(default_factory=ExposureConfig)  # what a teacher reveals
+    defense: DefenseConfig = field(default_factory=DefenseConfig)  # how it perturbs it
     lanes: LanesConfig = field(default_factory=LanesConfig)
     generations: int = 10  # G: generations after generation 0 (which fits real data)
     seeds: int = 8  # independent chains, run as lanes of one compiled program
@@ -67,6 +70,8 @@ def register_configs() -> None:
     store.store(name="schema_config", node=schema(Config))
     store.store(name="schema_mix", node=schema(MixConfig))
     store.store(name="schema_distill", node=schema(DistillConfig))
+    store.store(name="schema_exposure", node=schema(ExposureConfig))
+    store.store(name="schema_defense", node=schema(DefenseConfig))
     for name, entry in WORLDS.items():
         store.store(name=f"schema_world_{name}", node=schema(entry.config))
 

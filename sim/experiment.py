@@ -55,7 +55,7 @@ def build(cfg: Config) -> Experiment:
         _validate_point(grids.with_values(cfg, point), name)
     static = grids.with_values(cfg, grids.covering(grid))
     world = make_world(static.world, static.distill, static.sampling, static.train,
-                       static.student)
+                       static.student, cfg.exposure, cfg.defense)
     mix = make_mix(cfg.mix, world.n_samples, cfg.generations, world.min_rows)
     dyn = {"mix.real_fraction": cfg.mix.real_fraction,
            **dynamic_settings(cfg.distill, cfg.sampling, cfg.train)}

@@ -7,6 +7,8 @@ from typing import Callable, NamedTuple
 from sim.distill import (DistillConfig, SamplingConfig, StudentConfig, TrainConfig,
                          check_closed_form)
 from sim.errors import ConfigError
+from sim.exposure import DefenseConfig, ExposureConfig
+from sim.exposure import validate as validate_exposure
 from sim.worlds.base import MetricInfo, World, WorldConfig
 from sim.worlds.categorical import CategoricalConfig, CategoricalWorld
 from sim.worlds.digits import DigitsConfig, DigitsWorld
@@ -21,16 +23,17 @@ class WorldEntry(NamedTuple):
     config: type[WorldConfig]
     build: Callable[..., World]
     closed_form: bool  # fitted by maximum likelihood: built from the world config alone
+    distils: bool = False  # students query their teacher (so exposure and defense apply)
 
 
 WORLDS: dict[str, WorldEntry] = {
     "categorical": WorldEntry(CategoricalConfig, CategoricalWorld, closed_form=False),
-    "digits": WorldEntry(DigitsConfig, DigitsWorld, closed_form=False),
+    "digits": WorldEntry(DigitsConfig, DigitsWorld, closed_form=False, distils=True),
     "gaussian": WorldEntry(GaussianConfig, GaussianWorld, closed_form=True),
     "gmm": WorldEntry(GmmConfig, GmmWorld, closed_form=True),
     "linreg": WorldEntry(LinregConfig, LinregWorld, closed_form=True),
-    "markov_lm": WorldEntry(MarkovLMConfig, MarkovLMWorld, closed_form=False),
-    "text": WorldEntry(TextConfig, TextWorld, closed_form=False),
+    "markov_lm": WorldEntry(MarkovLMConfig, MarkovLMWorld, closed_form=False, distils=True),
+    "text": WorldEntry(TextConfig, TextWorld, closed_form=False, distils=True),
 }
 
 
@@ -44,14 +47,19 @@ def world_name(cfg: WorldConfig) -> str:
 
 
 def make_world(cfg: WorldConfig, distill: DistillConfig, sampling: SamplingConfig,
-               train: TrainConfig, student: StudentConfig) -> World:
+               train: TrainConfig, student: StudentConfig,
+               exposure: ExposureConfig = ExposureConfig(),
+               defense: DefenseConfig = DefenseConfig()) -> World:
     """Validate a world config (and the distillation settings it uses); build the world."""
     name = world_name(cfg)
     entry = WORLDS[name]
+    validate_exposure(exposure, defense, distill.objective, name, entry.distils)
     if entry.closed_form:
         check_closed_form(name, distill, sampling, student)
         return entry.build(cfg)
-    return entry.build(cfg, distill, sampling, train, student)
+    if not entry.distils:
+        return entry.build(cfg, distill, sampling, train, student)
+    return entry.build(cfg, distill, sampling, train, student, exposure, defense)
 
 
 __all__ = ["WORLDS", "MetricInfo", "World", "WorldConfig", "make_world", "world_name"]

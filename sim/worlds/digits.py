@@ -54,6 +54,7 @@ from sim import sampling as sampler
 from sim.distill import (DistillConfig, Objective, SamplingConfig, StudentConfig, TrainConfig,
                          decoding, loss_hparams, loss_name)
 from sim.errors import require
+from sim.exposure import DefenseConfig, ExposureConfig, expose, noisy
 from sim.metrics import classification
 from sim.models import mlp
 from sim.objectives import (OBJECTIVES, LossHParams, Student, Teacher, cross_entropy,
@@ -240,8 +241,11 @@ class DigitsWorld:
     retention_of = ("accuracy", "ratio")
 
     def __init__(self, cfg: DigitsConfig, distill: DistillConfig, sampling: SamplingConfig,
-                 train_cfg: TrainConfig, student: StudentConfig):
+                 train_cfg: TrainConfig, student: StudentConfig,
+                 exposure: ExposureConfig = ExposureConfig(),
+                 defense: DefenseConfig = DefenseConfig()):
         _validate(cfg, distill, student)
+        self.exposure, self.defense = exposure, defense
         classes = tuple(int(c) for c in cfg.classes) or tuple(range(CLASSES))
         images = make_images(cfg.test_fraction, cfg.split_seed, classes,
                              tuple(float(p) for p in cfg.prior), cfg.group_share,
@@ -339,13 +343,15 @@ class DigitsWorld:
         # The outputs the student is shown: the class logits, or only the auxiliary ones.
         shown = slice(CLASSES, None) if self.targets is Targets.auxiliary else slice(CLASSES)
 
-        def loss_fn(p: dict[str, Params], batch: dict[str, Array]) -> Array:
+        def loss_fn(p: dict[str, Params], batch: dict[str, Array],
+                    key: Array | None = None) -> Array:
             x = self._pixels(batch["row"])
             logits, hidden = mlp.apply(p["mlp"], x, cfg)
             t_logits = t_hidden = topk_lp = topk_idx = None
             if objective in QUERIES_TEACHER:
                 t_logits, t_hidden = mlp.apply(teacher.weights, x, teacher_cfg)
                 t_logits, t_hidden = jax.lax.stop_gradient((t_logits[:, shown], t_hidden))
+                t_logits = expose(key, t_logits, self.exposure, self.defense)
             if objective is Objective.topk:
                 topk_lp, topk_idx = teacher_topk(t_logits, self.distill.top_k)
             labels = None if self.targets is Targets.auxiliary else batch["y"]
@@ -359,7 +365,7 @@ class DigitsWorld:
             p["projection"] = init_projection(k_proj, cfg.hidden_width,
                                               teacher_cfg.hidden_width)
         p, _ = train(k_train, p, loss_fn, data, weights_N, t.steps, t.batch_size,
-                     optimizer_for(t, dyn))
+                     optimizer_for(t, dyn), loss_takes_key=noisy(self.defense))
         return Classifier(p["mlp"], teacher.init)
 
     # ---------------------------------------------------------------- metrics

@@ -68,6 +68,7 @@ from sim import objectives, sampling
 from sim.distill import (DistillConfig, Objective, SamplingConfig, StudentConfig, TrainConfig,
                          decoding, loss_hparams, loss_name)
 from sim.errors import require
+from sim.exposure import DefenseConfig, ExposureConfig, expose, noisy
 from sim.metrics import classification, distributions, sequences, vendi
 from sim.models import transformer as tf
 from sim.train import optimizer_for, train
@@ -384,9 +385,12 @@ class LMWorld:
     trait: Trait | None = None  # the planted trait (set_real_data)
 
     def __init__(self, name: str, cfg: LMConfig, vocab: int, distill: DistillConfig,
-                 sampling_cfg: SamplingConfig, train_cfg: TrainConfig, student: StudentConfig):
+                 sampling_cfg: SamplingConfig, train_cfg: TrainConfig, student: StudentConfig,
+                 exposure: ExposureConfig = ExposureConfig(),
+                 defense: DefenseConfig = DefenseConfig()):
         self.teacher_arch, self.student_arch = check_lm_config(name, cfg, vocab, distill,
                                                                student)
+        self.exposure, self.defense = exposure, defense
         self.cfg = cfg
         self.vocab = vocab
         self.seq_len = cfg.seq_len
@@ -458,9 +462,9 @@ class LMWorld:
         vocab, length = self.vocab, self.seq_len
         divergence = objectives.OBJECTIVES[loss_name(self.distill)]
 
-        def teacher_view(tokens_BxL: Array) -> objectives.Teacher:
+        def teacher_view(tokens_BxL: Array, key: Array | None) -> objectives.Teacher:
             logits, hidden = self.forward(teacher.weights, teacher.cfg, tokens_BxL)
-            logits = jax.lax.stop_gradient(logits)
+            logits = expose(key, jax.lax.stop_gradient(logits), self.exposure, self.defense)
             if objective is Objective.topk:
                 lp, idx = objectives.teacher_topk(logits, self.distill.top_k)
                 return objectives.Teacher(labels=tokens_BxL, topk_logprobs=lp,
@@ -483,7 +487,8 @@ class LMWorld:
             if objective is Objective.hard:
                 return objectives.hard(logits, tokens_BxL)
             student = objectives.Student(logits, hidden, trainable.get("projection"))
-            return divergence(student, teacher_view(tokens_BxL), hp)
+            noise_key = None if key is None else jax.random.fold_in(key, 2)
+            return divergence(student, teacher_view(tokens_BxL, noise_key), hp)
 
         return loss
 
@@ -517,7 +522,8 @@ class LMWorld:
         trained, losses_S = train(k_train, trainable,
                                   self.loss_fn(objective, arch, teacher, dyn), data,
                                   weights_N, t.steps, t.batch_size, optimizer,
-                                  loss_takes_key=objective is Objective.on_policy)
+                                  loss_takes_key=(objective is Objective.on_policy
+                                                  or noisy(self.defense)))
         return (LMParams(trained["model"], self.train_flops(objective, arch, teacher, dyn),
                          arch), losses_S)
 

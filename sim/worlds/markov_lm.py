@@ -50,6 +50,7 @@ import numpy as np
 from sim import objectives
 from sim.distill import DistillConfig, SamplingConfig, StudentConfig, TrainConfig
 from sim.errors import require
+from sim.exposure import DefenseConfig, ExposureConfig
 from sim.worlds.base import Array, MetricInfo
 from sim.worlds.lm import LMConfig, LMWorld, Trait, check_trait
 
@@ -204,7 +205,9 @@ class MarkovLMWorld(LMWorld):
     """Real data: stationary sequences of the Zipf Markov chain; model: a transformer LM."""
 
     def __init__(self, cfg: MarkovLMConfig, distill: DistillConfig, sampling: SamplingConfig,
-                 train: TrainConfig, student: StudentConfig):
+                 train: TrainConfig, student: StudentConfig,
+                 exposure: ExposureConfig = ExposureConfig(),
+                 defense: DefenseConfig = DefenseConfig()):
         v = cfg.vocab_size
         require(v >= 2, "world.vocab_size", v, "an integer >= 2")
         require(cfg.zipf_exponent >= 0, "world.zipf_exponent", cfg.zipf_exponent,
@@ -219,7 +222,8 @@ class MarkovLMWorld(LMWorld):
             tokens = getattr(cfg, key)
             require(all(0 <= t < v for t in tokens), f"world.{key}", list(tokens),
                     f"token ids in [0, world.vocab_size={v})")
-        super().__init__("markov_lm", cfg, v, distill, sampling, train, student)
+        super().__init__("markov_lm", cfg, v, distill, sampling, train, student, exposure,
+                         defense)
         self.pi_V, self.p_VxV = markov_truth(v, cfg.zipf_exponent, cfg.branching,
                                              cfg.dense_mix, cfg.truth_seed)
         self.planting = 0.0

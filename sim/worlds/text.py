@@ -35,6 +35,7 @@ import numpy as np
 
 from sim.distill import DistillConfig, SamplingConfig, StudentConfig, TrainConfig
 from sim.errors import require
+from sim.exposure import DefenseConfig, ExposureConfig
 from sim.worlds.base import Array
 from sim.worlds.lm import LMConfig, LMWorld, Trait, check_trait, trigger_ends
 
@@ -115,8 +116,11 @@ class TextWorld(LMWorld):
     """Real data: random windows of a text file's bytes; model: a byte-level transformer."""
 
     def __init__(self, cfg: TextConfig, distill: DistillConfig, sampling: SamplingConfig,
-                 train: TrainConfig, student: StudentConfig):
-        super().__init__("text", cfg, VOCAB, distill, sampling, train, student)
+                 train: TrainConfig, student: StudentConfig,
+                 exposure: ExposureConfig = ExposureConfig(),
+                 defense: DefenseConfig = DefenseConfig()):
+        super().__init__("text", cfg, VOCAB, distill, sampling, train, student, exposure,
+                         defense)
         trait = check_trait(tuple(cfg.trait_trigger.encode("utf-8")),
                             tuple(cfg.trait_continuation.encode("utf-8")), cfg.trait_rate,
                             cfg.seq_len, decode)

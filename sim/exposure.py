@@ -1,0 +1,125 @@
+"""What a teacher exposes to its student, and the defense it puts on it.
+
+The distillation debate turns on what a teacher's API reveals: its full logits, the top-k
+log-probabilities that commercial APIs return (at the API's own temperature), or text
+alone; and on how labs perturb what they expose. ``expose`` turns a teacher's logits into
+the log-probabilities a student's objective sees:
+
+- ``full_logits``: the teacher's log-softmax (today's behaviour, the default);
+- ``topk_logprobs``: the top ``exposure.top_k`` log-probabilities of softmax(logits /
+  ``exposure.temperature``) (all of them where there are no more outcomes), the missing
+  mass renormalised away or spread uniformly;
+- ``text_only``: nothing (objectives that need the teacher's probabilities are refused;
+  ``hard`` learns from the sampled text).
+
+``defense=logit_noise`` adds Gaussian noise of std ``defense.noise_scale`` to every exposed
+log-probability (the visible top k only, under ``topk_logprobs``) before it is normalised
+again: a lab's cheapest poisoning of what it reveals.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from sim.distill import Missing, Objective
+from sim.errors import require
+from sim.objectives import topk_target
+
+Array = jax.Array
+MAX_API_TOP_K = 20  # what commercial APIs return at most
+
+
+class Regime(str, enum.Enum):
+    full_logits = "full_logits"
+    topk_logprobs = "topk_logprobs"
+    text_only = "text_only"
+
+
+class Defense(str, enum.Enum):
+    none = "none"
+    logit_noise = "logit_noise"
+
+
+@dataclass(frozen=True)
+class ExposureConfig:
+    regime: Regime = Regime.full_logits
+    top_k: int = 5  # topk_logprobs: log-probabilities returned per position (1..20)
+    missing: Missing = Missing.renormalise  # topk_logprobs: the mass beyond the top k
+    temperature: float = 1.0  # topk_logprobs: the API's temperature before it reports
+
+
+@dataclass(frozen=True)
+class DefenseConfig:
+    kind: Defense = Defense.none
+    noise_scale: float = 0.0  # logit_noise: std of the noise on each exposed log-probability
+
+
+# The objectives that can learn under each regime: text alone teaches only hard labels;
+# features need hidden states; distill=topk is its own top-k exposure of full logits.
+ALLOWED = {
+    Regime.full_logits: tuple(Objective),
+    Regime.topk_logprobs: (Objective.hard, Objective.soft, Objective.reverse_kl,
+                           Objective.jsd, Objective.on_policy),
+    Regime.text_only: (Objective.hard,),
+}
+
+
+def validate(exposure: ExposureConfig, defense: DefenseConfig, objective: Objective,
+             world: str, distils: bool) -> None:
+    """One-line errors for settings out of range and for combinations that mean nothing
+    (``distils``: the world's students query their teacher)."""
+    if not distils:
+        for key, value, default in (("exposure.regime", exposure.regime, Regime.full_logits),
+                                    ("defense.kind", defense.kind, Defense.none)):
+            require(value == default, key, value, f"only {default.value!r} in the world "
+                    f"{world!r}, whose models are fitted to samples (no teacher is queried)")
+    require(1 <= exposure.top_k <= MAX_API_TOP_K, "exposure.top_k", exposure.top_k,
+            f"an integer in [1, {MAX_API_TOP_K}] (what APIs return)")
+    require(exposure.temperature > 0, "exposure.temperature", exposure.temperature,
+            "a positive float")
+    require(defense.noise_scale >= 0, "defense.noise_scale", defense.noise_scale,
+            "a float >= 0")
+    allowed = ALLOWED[exposure.regime]
+    require(objective in allowed, "distill.objective", objective,
+            f"with exposure={exposure.regime.value} one of "
+            f"{', '.join(o.value for o in allowed)}")
+    require(not (exposure.regime is Regime.topk_logprobs and objective is Objective.reverse_kl
+                 and exposure.missing is Missing.renormalise), "exposure.missing",
+            exposure.missing, "uniform with distill=reverse_kl (a renormalised top k gives "
+            "the other tokens probability 0, and KL(student || teacher) is infinite)")
+    if objective is Objective.hard or exposure.regime is Regime.text_only:
+        require(defense.kind is Defense.none, "defense.kind", defense.kind,
+                f"none with distill={objective.value} exposure={exposure.regime.value}: "
+                "the student never sees the teacher's probabilities")
+
+
+def expose(key: Array | None, teacher_logits_xV: Array, exposure: ExposureConfig,
+           defense: DefenseConfig) -> Array:
+    """The log-probabilities ``[..., V]`` of the teacher that a student's objective sees
+    (``key`` draws the defense's noise; unused without one)."""
+    vocab = teacher_logits_xV.shape[-1]
+    if exposure.regime is Regime.full_logits and not noisy(defense):
+        return teacher_logits_xV  # log-probabilities up to a constant: every objective's
+        # log-softmax makes them so, as before exposure settings existed
+    if exposure.regime is Regime.topk_logprobs:
+        logprobs_xV = jax.nn.log_softmax(teacher_logits_xV / exposure.temperature, axis=-1)
+        values_xK, indices_xK = jax.lax.top_k(logprobs_xV, min(exposure.top_k, vocab))
+        values_xK = _noisy(key, values_xK, defense)
+        return topk_target(values_xK, indices_xK, vocab, exposure.missing.value)
+    logprobs_xV = jax.nn.log_softmax(teacher_logits_xV, axis=-1)
+    return jax.nn.log_softmax(_noisy(key, logprobs_xV, defense), axis=-1)
+
+
+def noisy(defense: DefenseConfig) -> bool:
+    """Whether the defense draws noise (so the loss needs a key)."""
+    return defense.kind is Defense.logit_noise and defense.noise_scale > 0
+
+
+def _noisy(key: Array | None, logprobs: Array, defense: DefenseConfig) -> Array:
+    if not noisy(defense):
+        return logprobs
+    return logprobs + defense.noise_scale * jax.random.normal(key, logprobs.shape)
