@@ -6,9 +6,12 @@ fitted, and the student is measured. Keys derive from the lane key with
 ``fold_in(key, g)``, so a lane's results do not depend on how many lanes run beside it or
 on how generations are grouped into compiled calls.
 
-Under ``mix=accumulate`` a world with sufficient statistics (``statistics`` and
-``fit_statistics``, e.g. the closed-form worlds) keeps their running sum instead of the
-growing pool, so each generation costs O(n) rather than O(g n); other worlds keep the pool.
+Under ``mix=replace`` and ``mix=accumulate`` a world with sufficient statistics
+(``statistics`` and ``fit_statistics``: the closed-form worlds) fits from them: an
+accumulating chain keeps their running sum instead of the growing pool (O(n) a generation
+rather than O(g n)), and a world that can draw the statistics of its own samples directly
+(``sample_statistics``: the Gaussian's, in O(d^2) rather than O(n d)) never materialises
+them. Other worlds and policies go through the data.
 """
 
 from __future__ import annotations
@@ -37,8 +40,15 @@ class Chain(NamedTuple):
 
     @property
     def summarises(self) -> bool:
-        """Whether the chain accumulates the world's sufficient statistics, not a pool."""
-        return self.mix.policy is MixPolicy.accumulate and hasattr(self.world, "statistics")
+        """Whether the chain fits from the world's sufficient statistics, not data."""
+        return (self.mix.policy in (MixPolicy.replace, MixPolicy.accumulate)
+                and hasattr(self.world, "statistics"))
+
+    def _synthetic_statistics(self, key: Array, params: Params, dyn: Dyn) -> Any:
+        n = self.world.n_samples
+        if hasattr(self.world, "sample_statistics"):
+            return self.world.sample_statistics(key, params, n, dyn)
+        return self.world.statistics(self.world.generate(key, params, n, dyn), jnp.ones(n))
 
     def start(self, key: Array, dyn: Dyn) -> tuple[ChainState, dict[str, Array]]:
         """Generation 0: fit on n real samples, measure."""
@@ -46,22 +56,26 @@ class Chain(NamedTuple):
         real = self.world.sample_real(k_real, self.world.n_samples)
         params = self.world.fit(k_fit, real, jnp.ones(self.world.n_samples), dyn, None)
         metrics = self.world.measure(k_measure, params, None, dyn)
-        pool = (self.world.statistics(real, jnp.ones(self.world.n_samples)) if self.summarises
-                else self.mix.init(real))
+        if self.mix.policy is MixPolicy.accumulate and self.summarises:
+            pool = self.world.statistics(real, jnp.ones(self.world.n_samples))
+        else:
+            pool = self.mix.init(real)
         return ChainState(params, pool), metrics
 
     def step(self, state: ChainState, generation: Array, key: Array,
              dyn: Dyn) -> tuple[ChainState, dict[str, Array]]:
         """Generation g >= 1: the previous model teaches, a new model is fitted and measured."""
         k_real, k_synth, k_mix, k_fit, k_measure = _generation_keys(key, generation)
-        n = self.world.n_samples
-        synthetic = self.world.generate(k_synth, state.params, n, dyn)
-        real = self.world.sample_real(k_real, n) if self.mix.needs_real else None
         if self.summarises:
-            pool = jax.tree.map(jnp.add, state.pool,
-                                self.world.statistics(synthetic, jnp.ones(n)))
-            params = self.world.fit_statistics(pool)
+            statistics = self._synthetic_statistics(k_synth, state.params, dyn)
+            pool = state.pool
+            if self.mix.policy is MixPolicy.accumulate:
+                pool = statistics = jax.tree.map(jnp.add, state.pool, statistics)
+            params = self.world.fit_statistics(statistics)
         else:
+            n = self.world.n_samples
+            synthetic = self.world.generate(k_synth, state.params, n, dyn)
+            real = self.world.sample_real(k_real, n) if self.mix.needs_real else None
             pool, data, weights_N = self.mix(state.pool, k_mix, generation, real, synthetic,
                                              dyn)
             params = self.world.fit(k_fit, data, weights_N, dyn, state.params)

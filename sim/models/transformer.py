@@ -35,7 +35,7 @@ from sim.models import draw_params
 
 Array = jax.Array
 Params = Any
-Cache = tuple[tuple[Array, Array], ...]  # per layer: (keys_BxCxHxK, values_BxCxHxK)
+Cache = tuple[tuple[Array, Array], ...]  # per layer: (keys_BxHxCxK, values_BxHxCxK)
 
 
 @dataclass(frozen=True)
@@ -69,17 +69,23 @@ def _dense(features: int, std: float, use_bias: bool = True) -> nn.Dense:
                     bias_init=nn.initializers.zeros)
 
 
-def _attend(q_BxHxK: Array, k_BxSxHxK: Array, v_BxSxHxK: Array, mask_xS: Array,
-            q_axis: bool) -> Array:
-    """Softmax attention; with ``q_axis`` the queries carry a length axis (BxLxHxK)."""
+def _attend(q_BxLxHxK: Array, k_BxSxHxK: Array, v_BxSxHxK: Array, mask_LxS: Array
+            ) -> Array:
+    """Softmax attention of L queries over S keys."""
+    scale = 1.0 / math.sqrt(q_BxLxHxK.shape[-1])
+    scores_BxHxLxS = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxSxHxK) * scale
+    weights = jax.nn.softmax(jnp.where(mask_LxS, scores_BxHxLxS, -jnp.inf), axis=-1)
+    return jnp.einsum("bhls,bshk->blhk", weights, v_BxSxHxK)
+
+
+def _attend_cached(q_BxHxK: Array, k_BxHxCxK: Array, v_BxHxCxK: Array, mask_C: Array
+                   ) -> Array:
+    """Softmax attention of one query per row over the cache. The cache is laid out with
+    the heads before the positions, so the products need no transposed copy of it."""
     scale = 1.0 / math.sqrt(q_BxHxK.shape[-1])
-    if q_axis:
-        scores_BxHxLxS = jnp.einsum("blhk,bshk->bhls", q_BxHxK, k_BxSxHxK) * scale
-        weights = jax.nn.softmax(jnp.where(mask_xS, scores_BxHxLxS, -jnp.inf), axis=-1)
-        return jnp.einsum("bhls,bshk->blhk", weights, v_BxSxHxK)
-    scores_BxHxS = jnp.einsum("bhk,bshk->bhs", q_BxHxK, k_BxSxHxK) * scale
-    weights = jax.nn.softmax(jnp.where(mask_xS, scores_BxHxS, -jnp.inf), axis=-1)
-    return jnp.einsum("bhs,bshk->bhk", weights, v_BxSxHxK)
+    scores_BxHxC = jnp.einsum("bhk,bhck->bhc", q_BxHxK, k_BxHxCxK) * scale
+    weights = jax.nn.softmax(jnp.where(mask_C, scores_BxHxC, -jnp.inf), axis=-1)
+    return jnp.einsum("bhc,bhck->bhk", weights, v_BxHxCxK)
 
 
 class Block(nn.Module):
@@ -110,22 +116,22 @@ class Block(nn.Module):
         length = x_BxLxD.shape[1]
         q, k, v = self._qkv(x_BxLxD)
         causal_LxL = jnp.tril(jnp.ones((length, length), bool))
-        att_BxLxHxK = _attend(q, k, v, causal_LxL, q_axis=True)
+        att_BxLxHxK = _attend(q, k, v, causal_LxL)
         x_BxLxD = x_BxLxD + self.attn_out(att_BxLxHxK.reshape(x_BxLxD.shape))
         return self._mlp(x_BxLxD)
 
-    def step(self, x_BxD: Array, pos: Array, keys_BxCxHxK: Array, values_BxCxHxK: Array
+    def step(self, x_BxD: Array, pos: Array, keys_BxHxCxK: Array, values_BxHxCxK: Array
              ) -> tuple[Array, Array, Array]:
         """One position: write its key/value into the cache at ``pos``, attend to <= pos."""
         q_BxHxK, k_BxHxK, v_BxHxK = self._qkv(x_BxD)
-        keys_BxCxHxK = jax.lax.dynamic_update_slice_in_dim(keys_BxCxHxK, k_BxHxK[:, None],
-                                                           pos, axis=1)
-        values_BxCxHxK = jax.lax.dynamic_update_slice_in_dim(values_BxCxHxK,
-                                                             v_BxHxK[:, None], pos, axis=1)
-        visible_C = jnp.arange(keys_BxCxHxK.shape[1]) <= pos
-        att_BxHxK = _attend(q_BxHxK, keys_BxCxHxK, values_BxCxHxK, visible_C, q_axis=False)
+        keys_BxHxCxK = jax.lax.dynamic_update_slice_in_dim(keys_BxHxCxK, k_BxHxK[:, :, None],
+                                                           pos, axis=2)
+        values_BxHxCxK = jax.lax.dynamic_update_slice_in_dim(values_BxHxCxK,
+                                                             v_BxHxK[:, :, None], pos, axis=2)
+        visible_C = jnp.arange(keys_BxHxCxK.shape[2]) <= pos
+        att_BxHxK = _attend_cached(q_BxHxK, keys_BxHxCxK, values_BxHxCxK, visible_C)
         x_BxD = x_BxD + self.attn_out(att_BxHxK.reshape(x_BxD.shape))
-        return self._mlp(x_BxD), keys_BxCxHxK, values_BxCxHxK
+        return self._mlp(x_BxD), keys_BxHxCxK, values_BxHxCxK
 
 
 class TransformerLM(nn.Module):
@@ -195,8 +201,8 @@ def apply(params: Params, tokens_BxL: Array, cfg: TransformerConfig) -> tuple[Ar
 
 
 def init_cache(cfg: TransformerConfig, batch: int) -> Cache:
-    """An empty key/value cache: per layer two zero arrays ``B x C x H x K``."""
-    shape = (batch, cfg.context, cfg.heads, cfg.head_width)
+    """An empty key/value cache: per layer two zero arrays ``B x H x C x K``."""
+    shape = (batch, cfg.heads, cfg.context, cfg.head_width)
     return tuple((jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32))
                  for _ in range(cfg.layers))
 

@@ -85,6 +85,14 @@ def w2_gaussians(m1_D: Array, c1_DxD: Array, m2_D: Array, c2_sqrt_DxD: Array) ->
     return jnp.sqrt(jnp.clip(sq, 0.0))
 
 
+def _root(cov_DxD: Array) -> Array:
+    """R with R R' = cov. A symmetric eigendecomposition rather than Cholesky: a collapsed
+    chain's covariance can reach singularity in float32, and sampling must then return the
+    mean, not NaN."""
+    evals_D, evecs_DxD = jnp.linalg.eigh(cov_DxD)
+    return evecs_DxD * jnp.sqrt(jnp.clip(evals_D, 0.0))
+
+
 class GaussianWorld:
     """Real data from N(0, Sigma); the model is a fitted (mean, covariance)."""
 
@@ -139,14 +147,28 @@ class GaussianWorld:
         """``fit`` from the summed ``statistics`` of its data."""
         return gaussian_from_statistics(statistics, self.mean_D, self.ddof)
 
+    def sample_statistics(self, key: Array, params: tuple[Array, Array], n: int,
+                          dyn: Dyn) -> tuple[Array, Array, Array]:
+        """The ``statistics`` of n samples of the model, drawn directly in O(d^2): the
+        sample mean is N(mu, Sigma / n) and, independently, the scatter about it is
+        Wishart(n - 1, Sigma), drawn by Bartlett's decomposition R B B' R' (R R' = Sigma;
+        B lower triangular, B_ii^2 ~ chi^2(n - i), B_ij ~ N(0, 1) below the diagonal)."""
+        del dyn
+        mean_D, cov_DxD = params
+        d = self.cfg.dim
+        k_mean, k_chi, k_below = jax.random.split(key, 3)
+        root_DxD = _root(cov_DxD)
+        offset_D = mean_D - self.mean_D + root_DxD @ jax.random.normal(k_mean, (d,)) / n**0.5
+        chi2_D = 2.0 * jax.random.gamma(k_chi, (n - 1 - jnp.arange(d)) / 2.0)
+        below_DxD = jnp.tril(jax.random.normal(k_below, (d, d)), -1)
+        rb_DxD = root_DxD @ (below_DxD + jnp.diag(jnp.sqrt(chi2_D)))
+        scatter_DxD = rb_DxD @ rb_DxD.T + n * jnp.outer(offset_D, offset_D)
+        return jnp.float32(n), n * offset_D, scatter_DxD
+
     def generate(self, key: Array, params: tuple[Array, Array], n: int, dyn: Dyn) -> Array:
         del dyn
         mean_D, cov_DxD = params
-        # A symmetric square root rather than Cholesky: a collapsed chain's covariance can
-        # reach singularity in float32, and sampling must then return the mean, not NaN.
-        evals_D, evecs_DxD = jnp.linalg.eigh(cov_DxD)
-        root_DxD = evecs_DxD * jnp.sqrt(jnp.clip(evals_D, 0.0))
-        return mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ root_DxD.T
+        return mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ _root(cov_DxD).T
 
     def measure(self, key: Array, params: tuple[Array, Array],
                 teacher: Params = None, dyn: Dyn | None = None) -> dict[str, Array]:
