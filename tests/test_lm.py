@@ -218,12 +218,11 @@ def test_on_policy_students_learn_from_their_own_samples(teacher_and_data):
     teacher, pool = teacher_and_data
     real = _world().sample_real(jax.random.key(11), TINY.n_samples)
 
-    def fit(fraction: float, data):
-        distill = DistillConfig(objective=Objective.on_policy, on_policy_fraction=fraction)
-        world = _world(distill, train_cfg=dataclasses.replace(TRAIN, steps=10))
-        return jax.jit(lambda d: world.fit(jax.random.key(5), d, jnp.ones(TINY.n_samples),
-                                           _dyn(distill), teacher))(data).weights
-
+    distill = DistillConfig(objective=Objective.on_policy)
+    world = _world(distill, train_cfg=dataclasses.replace(TRAIN, steps=10))
+    fit = jax.jit(lambda fraction, d: world.fit(
+        jax.random.key(5), d, jnp.ones(TINY.n_samples),
+        {**_dyn(distill), "distill.on_policy_fraction": fraction}, teacher).weights)
     leaves = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])  # noqa: E731
     np.testing.assert_array_equal(leaves(fit(1.0, pool)), leaves(fit(1.0, real)))
     assert not np.allclose(leaves(fit(0.0, pool)), leaves(fit(0.0, real)))
