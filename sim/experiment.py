@@ -50,7 +50,7 @@ def build(cfg: Config) -> Experiment:
     compile_cache.configure(cfg.compile_cache, cfg.compile_cache_dir)  # before any compile
     grid = grids.as_grid(cfg.grid)
     name = world_name(cfg.world)
-    grids.validate(cfg, grid, WORLDS[name].closed_form)
+    grids.validate(cfg, grid, trains=WORLDS[name].distils)
     for point in grids.points(grid):
         _validate_point(grids.with_values(cfg, point), name)
     static = grids.with_values(cfg, grids.covering(grid))

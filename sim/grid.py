@@ -118,9 +118,10 @@ def lane_settings(base: Mapping[str, float], grid: Grid, seeds: int) -> dict[str
     return settings
 
 
-def validate(cfg: Any, grid: Grid, closed_form: bool) -> None:
+def validate(cfg: Any, grid: Grid, trains: bool) -> None:
     """One-line errors for empty or repeated values and for grid keys the config does not
-    use (Hydra refuses keys that are not traced settings while composing).
+    use (``trains``: the world trains its models; Hydra refuses keys that are not traced
+    settings while composing).
 
     The values themselves are checked point by point, as a single run's would be
     (``sim.experiment.build``)."""
@@ -135,8 +136,9 @@ def validate(cfg: Any, grid: Grid, closed_form: bool) -> None:
                 f"(this run trains with distill={objective})")
         require(key != "mix.real_fraction" or cfg.mix.policy.value == "fresh", shown,
                 list(values), f"only with mix=fresh (this run has mix={cfg.mix.policy.value})")
-        require(not (closed_form and key.startswith("train.")), shown, list(values),
-                "only in trained worlds (closed-form worlds fit by maximum likelihood)")
+        require(trains or not key.startswith("train."), shown, list(values),
+                "only in trained worlds (digits, markov_lm, text; the others fit by maximum "
+                "likelihood)")
 
 
 def covering(grid: Grid) -> dict[str, float]:

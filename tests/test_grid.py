@@ -20,6 +20,7 @@ from sim.grid import (DistillGrid, GridConfig, MixGrid, SamplingGrid, TRACED_KEY
 from sim.lanes import LanesConfig
 from sim.mix import MixConfig, MixPolicy
 from sim.worlds.gaussian import GaussianConfig
+from sim.worlds.categorical import CategoricalConfig
 from sim.worlds.digits import DigitsConfig
 from sim.worlds.markov_lm import MarkovLMConfig
 
@@ -109,6 +110,8 @@ def test_a_sampling_filter_on_for_some_points_leaves_the_others_exact():
      "grid.distill.tau=[1.0, 2.0] is not allowed: only with distill=soft or distill=feature"),
     ({"grid": GridConfig(train=TrainGrid(lr=[0.1, 0.2]))},
      "grid.train.lr=[0.1, 0.2] is not allowed: only in trained worlds"),
+    ({"world": CategoricalConfig(), "grid": GridConfig(train=TrainGrid(weight_decay=[0.0, 0.1]))},
+     "grid.train.weight_decay=[0.0, 0.1] is not allowed: only in trained worlds"),
     ({"grid": GridConfig(sampling=SamplingGrid(temperature=[0.5, 1.0]))},
      "sampling.temperature=0.5 is not allowed: only the default 1.0 in the closed-form"),
     ({"grid": GridConfig(mix=MixGrid(real_fraction=[0.5, 0.5]))}, "distinct values"),

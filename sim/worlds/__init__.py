@@ -23,7 +23,7 @@ class WorldEntry(NamedTuple):
     config: type[WorldConfig]
     build: Callable[..., World]
     closed_form: bool  # fitted by maximum likelihood: built from the world config alone
-    distils: bool = False  # students query their teacher (so exposure and defense apply)
+    distils: bool = False  # models are trained, querying their teacher (exposure applies)
 
 
 WORLDS: dict[str, WorldEntry] = {
