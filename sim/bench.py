@@ -54,8 +54,6 @@ LM = ("world=markov_lm", "world.vocab_size=64", "world.seq_len=64", "world.width
       "train.batch_size=64", "generations=2", "seeds=4", "mix=replace")
 GAUSSIAN = ("world=gaussian", "world.dim=10", "world.n_samples=100", "generations=100",
             "seeds=10000")
-SWEEP = (*LM, "generations=1", "mix=fresh", "sampling.temperature=0.5,0.8,1.0,1.2",
-         "mix.real_fraction=0,0.1,0.2,0.5")
 FIELDS = ("workload", "backend", "wall_s", "compile_s", "train_tokens_per_s",
           "train_flops_per_s", "ceiling_flops_per_s", "train_fraction_of_ceiling",
           "sample_tokens_per_s", "peak_memory_bytes")
@@ -101,6 +99,10 @@ def merged(workload: tuple[str, ...], overrides: list[str]) -> list[str]:
     key = lambda override: override.split("=", 1)[0]  # noqa: E731
     mine = {key(o) for o in overrides}
     return [o for o in workload if key(o) not in mine] + list(overrides)
+
+
+SWEEP = tuple(merged(LM, ["generations=1", "mix=fresh", "sampling.temperature=0.5,0.8,1.0,1.2",
+                          "mix.real_fraction=0,0.1,0.2,0.5"]))
 
 
 def config(overrides: list[str]) -> Config:
