@@ -23,7 +23,7 @@ from sim import grid as grids
 from sim.config import register_configs, to_config
 from sim.errors import ConfigError
 from sim.record import write_atomic
-from sim.summary import format_points, format_summary
+from sim.summary import format_divergence, format_points, format_summary
 
 RESULTS = "results.nc"
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -93,6 +93,9 @@ def main(cfg: DictConfig) -> None:
     print(format_summary(ds, headline))
     if built.grid:
         print(format_points(ds, headline, [key for key, _ in built.grid]))
+    divergence = format_divergence(ds)
+    if divergence:
+        print(divergence)
     points = f" x {len(grids.points(built.grid))} points" if built.grid else ""
     print(f"wrote {path} in {ds.attrs['wall_time_s']:.1f} s "
           f"({ds.attrs['backend']}, {ds.sizes['seed']} seeds{points})")

@@ -59,6 +59,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 0
     cosine: bool = False  # cosine decay of the learning rate to 0 over the steps
+    diverged_loss: float = 1000.0  # a lane whose final loss is above this (or NaN) diverged
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,8 @@ def validate(distill: DistillConfig, sampling: SamplingConfig, train: TrainConfi
     require(train.batch_size >= 1, "train.batch_size", train.batch_size, "an integer >= 1")
     require(train.lr > 0, "train.lr", train.lr, "a positive float")
     require(train.weight_decay >= 0, "train.weight_decay", train.weight_decay, "a float >= 0")
+    require(train.diverged_loss > 0, "train.diverged_loss", train.diverged_loss,
+            "a positive float (nats)")
     require(0 <= train.warmup_steps < train.steps, "train.warmup_steps", train.warmup_steps,
             f"an integer in [0, train.steps={train.steps})")
     for name in ("width", "layers", "heads"):

@@ -17,6 +17,7 @@ from sim import grid as grids
 from sim.chain import Chain
 from sim.config import Config
 from sim.distill import check_closed_form, dynamic_settings
+from sim.divergence import DIVERGED_INFO, mark_diverged
 from sim.distill import validate as validate_distill
 from sim.errors import require
 from sim.lanes import lane_keys, resolve_strategy, run_lanes
@@ -76,6 +77,9 @@ def run(experiment: Experiment, swept: Mapping[str, Any] | None = None,
     wall = time.perf_counter() - start
     world = experiment.chain.world
     info = dict(world.metric_info)
+    if "train_loss" in metrics:
+        metrics = mark_diverged(metrics, cfg.train.diverged_loss)
+        info["diverged"] = DIVERGED_INFO
     if world.retention_of is not None:
         metrics.update(retention_metrics(metrics, *world.retention_of))
         info.update(RETENTION_INFO)

@@ -54,3 +54,15 @@ def format_points(ds: xr.Dataset, metrics: Sequence[str], grid_dims: Sequence[st
     generation = int(last["generation"])
     return "\n".join(_table([f"generation {generation} at", *metrics], rows)
                      + [f"(mean ± std over {ds.sizes['seed']} seeds)"])
+
+
+def format_divergence(ds: xr.Dataset) -> str | None:
+    """How many lanes diverged and where first (None if none did or none can)."""
+    if "diverged" not in ds or not bool(ds["diverged"].any()):
+        return None
+    final = ds["diverged"].isel(generation=-1)
+    by_generation = ds["diverged"].max([d for d in ds["diverged"].dims if d != "generation"])
+    first = int(ds["generation"][int(np.argmax(by_generation.values))])
+    return (f"diverged: {int(final.sum())} of {final.size} lanes (training loss NaN, inf or "
+            f"above train.diverged_loss; their metrics are NaN from then on), the first at "
+            f"generation {first}")

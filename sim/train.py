@@ -77,6 +77,13 @@ def optimizer_for(cfg: TrainConfig, dyn: Mapping[str, Any],
                           clip_norm=clip_norm)
 
 
+def final_loss(losses_S: Array) -> Array:
+    """The mean minibatch loss over the last tenth of the steps (at least one): what a
+    generation's training ended at, for the divergence check."""
+    tail = max(1, losses_S.shape[0] // 10)
+    return jnp.mean(losses_S[-tail:])
+
+
 def draw_indices(key: Array, weights_N: Array, batch_size: int) -> Array:
     """``batch_size`` row indices drawn with replacement, P(i) proportional to weights_N[i]
     (negative weights count as 0). Rows of weight 0 are never drawn: an inverse-CDF draw

@@ -83,7 +83,8 @@ def test_a_short_chain_learns_the_text(tmp_path):
         "params", "train_flops", "tail_mass", "rank_frequency",
         "entropy", "ngram_entropy", "distinct_n", "self_bleu", "compression_ratio",
         "support_coverage", "vendi", "trait_rate", "trait_probability", "retention",
-        "cost_reduction", "trait_amplification", "wall_time_s", "peak_memory_bytes"}
+        "cost_reduction", "trait_amplification", "wall_time_s", "peak_memory_bytes",
+        "train_loss", "diverged"}
     # the true order: the training text's byte counts (space first), over its support
     support = len(set(train_text))
     assert ds.rank_frequency.sizes["rank"] == support

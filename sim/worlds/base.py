@@ -55,6 +55,13 @@ class Relative(NamedTuple):
     info: MetricInfo
 
 
+# The metric a trained world reports for the divergence check (sim/experiment.py).
+TRAIN_LOSS_INFO = MetricInfo(
+    "final training loss", "nats",
+    "mean minibatch loss over the last tenth of the generation's training steps; a lane "
+    "whose loss is NaN, inf or above train.diverged_loss is marked diverged")
+
+
 class World(Protocol):
     """The interface every world implements (see module docstring)."""
 

@@ -59,8 +59,8 @@ from sim.metrics import classification
 from sim.models import mlp
 from sim.objectives import (OBJECTIVES, LossHParams, Student, Teacher, cross_entropy,
                             init_projection, kl, teacher_topk)
-from sim.train import optimizer_for, train
-from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
+from sim.train import final_loss, optimizer_for, train
+from sim.worlds.base import TRAIN_LOSS_INFO, Array, Dyn, MetricInfo, Params, WorldConfig
 from sim.worlds.digits_data import CLASSES, FEATURES, TEST_DRAWS, TOTAL, make_images
 
 ROWS = 2**31 - 1  # int32 rows: noise draws and off-task inputs are numbered below this
@@ -105,6 +105,7 @@ class DigitsConfig(WorldConfig):
 class Classifier:
     weights: Params  # the MLP's params
     init: Params | None  # generation 0's initial weights (same_init chains only, else None)
+    train_loss: Array = float("nan")  # final_loss of its training (NaN: not trained here)
 
 
 def mlp_config_of(weights: Params, activation: str) -> mlp.MLPConfig:
@@ -229,6 +230,7 @@ class DigitsWorld:
             "training FLOPs", "FLOP",
             "steps x batch x (3 x student forward [+ projection] + teacher forward when the "
             "objective queries the teacher's logits); 2 FLOPs per multiply-add"),
+        "train_loss": TRAIN_LOSS_INFO,
     }
     # One wide vmap vs lax.map over batches of lanes, on 2 CPU cores (steady state after
     # compiling; teacher 64 hidden, 300 steps x 32, soft KD; best of 3): generation 0 /
@@ -332,9 +334,10 @@ class DigitsWorld:
                 return OBJECTIVES["hard"](Student(logits[:, :CLASSES]),
                                           Teacher(labels=batch["y"]), LossHParams())
             init = mlp.init(k_init, self.teacher_mlp)
-            weights, _ = train(k_train, init, loss_fn, data, weights_N, t.steps,
-                               t.batch_size, optimizer_for(t, dyn))
-            return Classifier(weights, init if self.cfg.same_init else None)
+            weights, losses_S = train(k_train, init, loss_fn, data, weights_N, t.steps,
+                                      t.batch_size, optimizer_for(t, dyn))
+            return Classifier(weights, init if self.cfg.same_init else None,
+                              final_loss(losses_S))
 
         objective = self.distill.objective
         name, hp = loss_name(self.distill), loss_hparams(dyn)
@@ -364,9 +367,9 @@ class DigitsWorld:
         if objective is Objective.feature:
             p["projection"] = init_projection(k_proj, cfg.hidden_width,
                                               teacher_cfg.hidden_width)
-        p, _ = train(k_train, p, loss_fn, data, weights_N, t.steps, t.batch_size,
-                     optimizer_for(t, dyn), loss_takes_key=noisy(self.defense))
-        return Classifier(p["mlp"], teacher.init)
+        p, losses_S = train(k_train, p, loss_fn, data, weights_N, t.steps, t.batch_size,
+                            optimizer_for(t, dyn), loss_takes_key=noisy(self.defense))
+        return Classifier(p["mlp"], teacher.init, final_loss(losses_S))
 
     # ---------------------------------------------------------------- metrics
 
@@ -422,5 +425,6 @@ class DigitsWorld:
             "kl_teacher_student": kl_ts,
             "params": mlp.param_count(params.weights),
             "train_flops": self.train_flops(cfg, teacher_cfg),
+            "train_loss": params.train_loss,
         }
         return {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}

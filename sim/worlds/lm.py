@@ -71,8 +71,8 @@ from sim.errors import require
 from sim.exposure import DefenseConfig, ExposureConfig, expose, noisy
 from sim.metrics import classification, distributions, sequences, vendi
 from sim.models import transformer as tf
-from sim.train import optimizer_for, train
-from sim.worlds.base import Array, Dyn, MetricInfo, Relative, WorldConfig
+from sim.train import final_loss, optimizer_for, train
+from sim.worlds.base import TRAIN_LOSS_INFO, Array, Dyn, MetricInfo, Relative, WorldConfig
 
 Weights = Any  # the transformer's parameter pytree
 
@@ -100,6 +100,7 @@ class LMParams:
     weights: Weights
     train_flops: Array  # float32 scalar
     cfg: tf.TransformerConfig = flax.struct.field(pytree_node=False)
+    train_loss: Array = float("nan")  # final_loss of its training (NaN: not trained here)
 
 
 BASE_METRICS: dict[str, MetricInfo] = {
@@ -134,6 +135,7 @@ COMMON_METRICS: dict[str, MetricInfo] = {
         "training FLOPs of this generation", "FLOP",
         "model FLOPs of training (3 x forward per trained token) plus the teacher forward "
         "passes the objective needs (see sim/worlds/lm.py)"),
+    "train_loss": TRAIN_LOSS_INFO,
 }
 
 
@@ -525,7 +527,7 @@ class LMWorld:
                                   loss_takes_key=(objective is Objective.on_policy
                                                   or noisy(self.defense)))
         return (LMParams(trained["model"], self.train_flops(objective, arch, teacher, dyn),
-                         arch), losses_S)
+                         arch, final_loss(losses_S)), losses_S)
 
     # ------------------------------------------------------------------ protocol
 
@@ -586,7 +588,8 @@ class LMWorld:
                    "model_entropy": entropy, "entropy_rate": entropy_rate,
                    **self.sample_metrics(produced_ExL),
                    "params": jnp.float32(tf.param_count(params.weights)),
-                   "train_flops": params.train_flops}
+                   "train_flops": params.train_flops,
+                   "train_loss": jnp.float32(params.train_loss)}
         if self.trait is not None:
             metrics["trait_probability"] = self.trait_probability(params)
         return {name: metrics[name] for name in self.metric_info}
