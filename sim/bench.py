@@ -43,7 +43,7 @@ from sim import experiment
 from sim import grid as grids
 from sim.cli import CONF_DIR
 from sim.config import Config, register_configs, to_config
-from sim.lanes import lane_keys, over_lanes, resolve_strategy
+from sim.lanes import lane_keys, over_lanes, peak_rss_bytes, resolve_strategy
 from sim.models import transformer as tf
 from sim.worlds.lm import LMParams
 
@@ -116,12 +116,14 @@ def result_row(workload: str, **fields: Any) -> dict[str, Any]:
                                                           "backend": jax.default_backend()}
 
 
-def run_timed(cfg: Config) -> tuple[Any, float, float]:
-    """(Dataset, wall seconds, compile seconds) of one in-process run."""
+def run_timed(cfg: Config) -> tuple[experiment.Experiment, Any, float, float]:
+    """(the built experiment, its Dataset, wall seconds, compile seconds) of one in-process
+    run (building included)."""
     compiled = _compile_seconds[0]
     start = time.perf_counter()
-    ds = experiment.run(experiment.build(cfg))
-    return ds, time.perf_counter() - start, _compile_seconds[0] - compiled
+    built = experiment.build(cfg)
+    ds = experiment.run(built)
+    return built, ds, time.perf_counter() - start, _compile_seconds[0] - compiled
 
 
 def sample_seconds(built: experiment.Experiment, repeats: int = 2) -> float:
@@ -145,8 +147,7 @@ def sample_seconds(built: experiment.Experiment, repeats: int = 2) -> float:
 
 def bench_lm(overrides: list[str], ceiling: float) -> list[dict[str, Any]]:
     cfg = config(merged(LM, overrides))
-    built = experiment.build(cfg)
-    ds, wall, compiling = run_timed(cfg)
+    built, ds, wall, compiling = run_timed(cfg)
     world = built.chain.world
     sample_tokens = cfg.seeds * world.n_samples * world.seq_len  # per generation
     sampling = sample_seconds(built)
@@ -165,7 +166,8 @@ def bench_lm(overrides: list[str], ceiling: float) -> list[dict[str, Any]]:
 def bench_gaussian(overrides: list[str], ceiling: float) -> list[dict[str, Any]]:
     rows = []
     for mix in ("replace", "accumulate"):
-        ds, wall, compiling = run_timed(config(merged(GAUSSIAN, [f"mix={mix}", *overrides])))
+        _, ds, wall, compiling = run_timed(config(merged(GAUSSIAN, [f"mix={mix}",
+                                                                   *overrides])))
         rows.append(result_row(f"gaussian mix={mix}", wall_s=wall, compile_s=compiling,
                          ceiling_flops_per_s=ceiling,
                          peak_memory_bytes=int(ds.peak_memory_bytes.max())))
@@ -195,11 +197,6 @@ def process_seconds(args: list[str], cwd: str) -> float:
     return time.perf_counter() - start
 
 
-def _children_peak_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
 def bench_sweep(overrides: list[str], ceiling: float) -> list[dict[str, Any]]:
     """The sweep as one vectorised job, then as one process per point (each in a fresh
     directory); peak memory is the largest process's resident peak so far."""
@@ -208,11 +205,12 @@ def bench_sweep(overrides: list[str], ceiling: float) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         wall = process_seconds(["-m", *sweep], tmp)
         rows.append(result_row("sweep vectorised", wall_s=wall, ceiling_flops_per_s=ceiling,
-                         peak_memory_bytes=_children_peak_bytes()))
-        wall = sum(process_seconds(point, tmp) for point in points(sweep))
-        rows.append(result_row(f"sweep {len(points(sweep))} processes", wall_s=wall,
+                         peak_memory_bytes=peak_rss_bytes(resource.RUSAGE_CHILDREN)))
+        separate = points(sweep)
+        wall = sum(process_seconds(point, tmp) for point in separate)
+        rows.append(result_row(f"sweep {len(separate)} processes", wall_s=wall,
                          ceiling_flops_per_s=ceiling,
-                         peak_memory_bytes=_children_peak_bytes()))
+                         peak_memory_bytes=peak_rss_bytes(resource.RUSAGE_CHILDREN)))
     return rows
 
 

@@ -160,9 +160,10 @@ def _chunk_inputs(keys_L: Array, dyn_L: dict[str, Array], lanes: slice,
 
 
 def plan_chunk(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], cfg: LanesConfig,
-               strategy: Strategy, batch_size: int) -> _Programs:
-    """The programs for the largest chunk of lanes whose generation step fits in
-    ``cfg.memory_fraction`` of the free memory (or ``cfg.chunk_size`` lanes)."""
+               strategy: Strategy, batch_size: int, generations: int = 1) -> _Programs:
+    """The programs for the largest chunk of lanes whose generation step (generation 0's
+    fit, when there are no later generations) fits in ``cfg.memory_fraction`` of the free
+    memory (or ``cfg.chunk_size`` lanes)."""
     lanes = keys_L.shape[0]
     devices = jax.local_device_count()
     if cfg.chunk_size is not None:
@@ -171,7 +172,9 @@ def plan_chunk(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], cfg: LanesC
     chunk = lanes
     while True:
         programs = _Programs(chain, strategy, batch_size, chunk)
-        peak = programs.step_peak_bytes(*_chunk_inputs(keys_L, dyn_L, slice(0, lanes), chunk))
+        inputs = _chunk_inputs(keys_L, dyn_L, slice(0, lanes), chunk)
+        peak = (programs.step_peak_bytes(*inputs) if generations
+                else peak_bytes(programs.start.lower(*inputs).compile()))
         if peak is None or peak <= budget or chunk <= devices:
             return programs
         chunk = _round_to(max(1, min(chunk - 1, int(chunk * budget / peak))), devices)
@@ -187,14 +190,20 @@ def _finish(metrics_S: dict[str, Array], host: Mapping[str, Callable[[Any], Any]
     return metrics_S
 
 
+def peak_rss_bytes(who: int = resource.RUSAGE_SELF) -> int:
+    """The peak resident memory of this process (or, with RUSAGE_CHILDREN, of its largest
+    finished child)."""
+    peak = resource.getrusage(who).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, else KiB
+
+
 def high_water_bytes(device: jax.Device) -> int:
     """The most memory allocated so far: the device allocator's peak on accelerators, the
     process's peak resident memory on CPU."""
     stats = device.memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         return int(stats["peak_bytes_in_use"])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, else KiB
+    return peak_rss_bytes()
 
 
 class Costs(NamedTuple):
@@ -240,7 +249,7 @@ def run_lanes(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], generations:
         # A student whose shapes differ from the generation-0 teacher cannot reuse its buffers.
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
         planning = time.perf_counter()
-        programs = plan_chunk(chain, keys_L, dyn_L, cfg, strategy, batch_size)
+        programs = plan_chunk(chain, keys_L, dyn_L, cfg, strategy, batch_size, generations)
         costs.wall_time_s[1 if generations else 0] += time.perf_counter() - planning
         chunk = programs.chunk
         starts = range(0, lanes, chunk)

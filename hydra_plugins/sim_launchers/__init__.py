@@ -14,7 +14,11 @@ joblib nor Ray at module level, and a missing optional extra costs nothing until
 import os
 import sys
 from contextlib import contextmanager
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
+
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
 
 # JAX's default preallocation: 75% of each GPU's memory, split between the jobs sharing it.
 JAX_DEFAULT_MEM_FRACTION = 0.75
@@ -61,3 +65,15 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+class JobsLauncher(Launcher):
+    """What both launchers keep from ``setup``: the config, task and Hydra context."""
+
+    config: Optional[DictConfig] = None
+    task_function: Optional[TaskFunction] = None
+    hydra_context: Optional[HydraContext] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.config, self.task_function, self.hydra_context = config, task_function, hydra_context

@@ -16,11 +16,10 @@ from typing import Any, Dict, Optional, Sequence
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
-from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from hydra_plugins.sim_launchers import cpu_count, environ_defaults, job_env, refuse_if_jax_started
+from hydra_plugins.sim_launchers import JobsLauncher, cpu_count, environ_defaults, job_env, refuse_if_jax_started
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ def execute_job(idx: int, overrides: Sequence[str], hydra_context: HydraContext,
                    job_subdir_key="hydra.sweep.subdir")
 
 
-class JoblibLauncher(Launcher):
+class JoblibLauncher(JobsLauncher):
     def __init__(self, n_jobs: int = -1, timeout: Optional[float] = None, verbose: int = 0,
                  pre_dispatch: str = "2*n_jobs", **parallel: Any) -> None:
         # Other joblib.Parallel options pass through (hydra-joblib-launcher's config, where
@@ -51,13 +50,6 @@ class JoblibLauncher(Launcher):
         self.parallel = dict(n_jobs=n_jobs, timeout=timeout, verbose=verbose,
                              pre_dispatch=pre_dispatch,
                              **{k: v for k, v in parallel.items() if v is not None})
-        self.config: Optional[DictConfig] = None
-        self.task_function: Optional[TaskFunction] = None
-        self.hydra_context: Optional[HydraContext] = None
-
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
-        self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:

@@ -24,11 +24,10 @@ from typing import Any, Dict, Optional, Sequence
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
-from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hydra_plugins.sim_launchers import job_env, refuse_if_jax_started
+from hydra_plugins.sim_launchers import JobsLauncher, job_env, refuse_if_jax_started
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +51,12 @@ def execute_job(hydra_context: HydraContext, sweep_config: DictConfig,
         return exit
 
 
-class RayLauncher(Launcher):
+class RayLauncher(JobsLauncher):
     def __init__(self, address: Optional[str] = None, init: Optional[DictConfig] = None,
                  remote: Optional[DictConfig] = None) -> None:
         self.address = address
         self.init = OmegaConf.to_container(init, resolve=True) if init else {}
         self.remote = OmegaConf.to_container(remote, resolve=True) if remote else {}
-        self.config: Optional[DictConfig] = None
-        self.task_function: Optional[TaskFunction] = None
-        self.hydra_context: Optional[HydraContext] = None
-
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
-        self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
