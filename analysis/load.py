@@ -59,6 +59,11 @@ def load_sweep(directory: str | Path) -> xr.Dataset:
     paths = find_runs(directory).results
     if not paths:
         raise FileNotFoundError(f"no {RESULTS} under {directory}")
+    return combine_runs(paths)
+
+
+def combine_runs(paths: list[Path]) -> xr.Dataset:
+    """These results.nc files as one Dataset, joined along their swept coordinates."""
     runs = [load_run(p) for p in paths]
     if len(runs) == 1:
         return runs[0]

@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 
 from analysis import figures, stats, tables
-from analysis.load import (RESULTS, find_runs, load_run, load_sweep, metric_names, own_dims,
+from analysis.load import (RESULTS, combine_runs, find_runs, load_run, metric_names, own_dims,
                            run_attrs, swept_dims)
 from analysis.report import Report, ReportFigure, ReportTable, render
 from analysis.style import FORMATS, png_bytes, save
@@ -74,7 +74,7 @@ def open_results(path: Path, partial: bool = False) -> tuple[xr.Dataset, list[Pa
     if not runs.results:
         raise UsageError(f"{path} holds no {RESULTS}: nothing under it has finished")
     try:
-        return load_sweep(path), runs.results
+        return combine_runs(runs.results), runs.results  # the files just checked
     except ValueError as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UsageError(f"the {len(runs.results)} {RESULTS} under {path} do not combine "
