@@ -110,9 +110,10 @@ def with_values(cfg: Any, values: Mapping[str, Any]) -> Any:
 
 def lane_settings(base: Mapping[str, float], grid: Grid, seeds: int) -> dict[str, np.ndarray]:
     """Each traced setting as a float32 array over the point-major lanes."""
-    settings = {key: np.full(len(points(grid)) * seeds, value, np.float32)
+    every = points(grid)
+    settings = {key: np.full(len(every) * seeds, value, np.float32)
                 for key, value in base.items()}
-    for p, point in enumerate(points(grid)):
+    for p, point in enumerate(every):
         for key, value in point.items():
             settings[key][p * seeds:(p + 1) * seeds] = value
     return settings
