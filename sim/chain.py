@@ -11,7 +11,9 @@ Under ``mix=replace`` and ``mix=accumulate`` a world with sufficient statistics
 accumulating chain keeps their running sum instead of the growing pool (O(n) a generation
 rather than O(g n)), and a world that can draw the statistics of its own samples directly
 (``sample_statistics``: the Gaussian's, in O(d^2) rather than O(n d)) never materialises
-them. Other worlds and policies go through the data.
+them; under ``mix=replace`` a world that can draw the fit on its own samples directly
+(``refit``: the Gaussian's Cholesky factor times a Bartlett factor) skips the statistics
+too. Other worlds and policies go through the data.
 """
 
 from __future__ import annotations
@@ -66,7 +68,11 @@ class Chain(NamedTuple):
              dyn: Dyn) -> tuple[ChainState, dict[str, Array]]:
         """Generation g >= 1: the previous model teaches, a new model is fitted and measured."""
         k_real, k_synth, k_mix, k_fit, k_measure = _generation_keys(key, generation)
-        if self.summarises:
+        if self.summarises and self.mix.policy is MixPolicy.replace and hasattr(
+                self.world, "refit"):
+            pool = state.pool
+            params = self.world.refit(k_synth, state.params, self.world.n_samples, dyn)
+        elif self.summarises:
             statistics = self._synthetic_statistics(k_synth, state.params, dyn)
             pool = state.pool
             if self.mix.policy is MixPolicy.accumulate:
