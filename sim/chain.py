@@ -39,6 +39,13 @@ def _generation_keys(key: Array, generation: Array | int) -> tuple[Array, ...]:
 class Chain(NamedTuple):
     world: World
     mix: Mix
+    # Fit lane by lane when the chain's lanes are vmapped (``sim.lanes.sequential_fit``):
+    # the other phases stay vmapped.
+    sequential_fit: bool = False
+
+    def _fit(self, *args: Any) -> Params:
+        fit = self.world.fit
+        return (jax.custom_batching.sequential_vmap(fit) if self.sequential_fit else fit)(*args)
 
     @property
     def summarises(self) -> bool:
@@ -56,7 +63,7 @@ class Chain(NamedTuple):
         """Generation 0: fit on n real samples, measure."""
         k_real, _, _, k_fit, k_measure = _generation_keys(key, 0)
         real = self.world.sample_real(k_real, self.world.n_samples)
-        params = self.world.fit(k_fit, real, jnp.ones(self.world.n_samples), dyn, None)
+        params = self._fit(k_fit, real, jnp.ones(self.world.n_samples), dyn, None)
         metrics = self.world.measure(k_measure, params, None, dyn)
         if self.mix.policy is MixPolicy.accumulate and self.summarises:
             pool = self.world.statistics(real, jnp.ones(self.world.n_samples))
@@ -84,6 +91,6 @@ class Chain(NamedTuple):
             real = self.world.sample_real(k_real, n) if self.mix.needs_real else None
             pool, data, weights_N = self.mix(state.pool, k_mix, generation, real, synthetic,
                                              dyn)
-            params = self.world.fit(k_fit, data, weights_N, dyn, state.params)
+            params = self._fit(k_fit, data, weights_N, dyn, state.params)
         metrics = self.world.measure(k_measure, params, state.params, dyn)
         return ChainState(params, pool), metrics

@@ -20,7 +20,7 @@ from sim.distill import check_closed_form, dynamic_settings
 from sim.divergence import DIVERGED_INFO, mark_diverged
 from sim.distill import validate as validate_distill
 from sim.errors import require
-from sim.lanes import lane_keys, resolve_strategy, run_lanes
+from sim.lanes import lane_keys, resolve_strategy, run_lanes, sequential_fit
 from sim.metrics.retention import RETENTION_INFO, relative_metrics, retention_metrics
 from sim.mix import make_mix
 from sim.mix import validate as validate_mix
@@ -60,7 +60,7 @@ def build(cfg: Config) -> Experiment:
     mix = make_mix(cfg.mix, world.n_samples, cfg.generations, world.min_rows)
     dyn = {"mix.real_fraction": cfg.mix.real_fraction,
            **dynamic_settings(cfg.distill, cfg.sampling, cfg.train)}
-    return Experiment(cfg, Chain(world, mix), dyn, grid)
+    return Experiment(cfg, Chain(world, mix, sequential_fit(cfg.lanes, world)), dyn, grid)
 
 
 def run(experiment: Experiment, swept: Mapping[str, Any] | None = None,
