@@ -1,12 +1,18 @@
 """The Hydra app: compose the config, run the experiment, write ``results.nc``, summarise.
 
 Bad input exits with status 2 and one line on stderr, and removes the run directory that
-Hydra made for it, so nothing half-written stays under ``runs/``.
+Hydra made for it, so nothing half-written stays under ``runs/``. A run directory that
+already holds a checkpoint resumes from it (``sim.checkpoint``), and one that holds a
+finished ``results.nc`` is skipped (a multirun rerun with the same ``hydra.sweep.dir`` runs
+only the jobs that have not finished); either must have been made with the same config.
+Ctrl-C leaves the last checkpoint and prints the command that resumes the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -18,11 +24,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sim import experiment
+from sim import checkpoint, experiment, rundir
 from sim import grid as grids
 from sim.config import register_configs, to_config
 from sim.errors import ConfigError
-from sim.record import write_atomic
+from sim.record import read_config, write_atomic
 from sim.summary import format_divergence, format_points, format_summary
 
 RESULTS = "results.nc"
@@ -74,6 +80,22 @@ def _remove_run_dir(out_dir: Path) -> None:
         parent = parent.parent
 
 
+def _resume_command(out_dir: Path) -> str:
+    """The command that resumes this run (or, in a multirun, its sweep)."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        sweep_dir = Path(hydra_cfg.sweep.dir)
+        task = list(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
+        return shlex.join(["python", "-m", "sim", "-m", *task, f"hydra.sweep.dir={sweep_dir}"])
+    task = list(hydra_cfg.overrides.task)
+    return shlex.join(["python", "-m", "sim", *task, f"hydra.run.dir={out_dir}"])
+
+
+def _fail(error: ConfigError) -> None:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
 register_configs()
 
 
@@ -81,14 +103,49 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     logging.getLogger("jax").setLevel(logging.WARNING)  # no "Unable to initialize 'tpu'"
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(rundir.lock(out_dir))
+        except ConfigError as error:
+            _fail(error)  # another process's directory: leave it as it is
+        _run(cfg, out_dir)
+
+
+def _run(cfg: DictConfig, out_dir: Path) -> None:
+    """The job in its locked run directory: skip it if finished, resume it from its
+    checkpoint, or run it."""
+    config_yaml = OmegaConf.to_yaml(cfg)
+    results = out_dir / RESULTS
+    saved = None if results.exists() else checkpoint.load(out_dir)
     try:
+        if results.exists():
+            checkpoint.check_config(read_config(results), config_yaml,
+                                    f"the finished run in {out_dir}")
+            print(f"{results} is complete: nothing to run")
+            return
+        if saved is not None:
+            checkpoint.check_config(saved[0], config_yaml, f"the checkpoint in {out_dir}")
         built = experiment.build(to_config(cfg))
     except ConfigError as error:
-        _remove_run_dir(out_dir)
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    ds = experiment.run(built, swept_values(cfg), OmegaConf.to_yaml(cfg))
-    path = write_atomic(ds, out_dir / RESULTS)
+        if saved is None and not results.exists():
+            _remove_run_dir(out_dir)  # made for this run: leave nothing under runs/
+        _fail(error)
+    save = None
+    if built.cfg.checkpoint.enabled:
+        save = checkpoint.Writer(out_dir, config_yaml, built.cfg.checkpoint.interval_s)
+    try:
+        ds = experiment.run(built, swept_values(cfg), config_yaml,
+                            saved[1] if saved else None, save)
+    except KeyboardInterrupt:
+        if checkpoint.load(out_dir) is None:
+            print("interrupted before its first checkpoint: nothing to resume",
+                  file=sys.stderr)
+        else:
+            print(f"interrupted; resume with: {_resume_command(out_dir)}", file=sys.stderr)
+        sys.exit(130)
+    path = write_atomic(ds, results)
+    if not built.cfg.checkpoint.keep:
+        checkpoint.remove(out_dir)
     headline = built.chain.world.headline
     print(format_summary(ds, headline))
     if built.grid:
