@@ -292,11 +292,11 @@ def run_lanes(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], generations:
         # A student whose shapes differ from the generation-0 teacher cannot reuse its buffers.
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
         planning = time.perf_counter()
-        if resume is not None:
+        if resume is not None:  # in the checkpoint's chunk size (compiles nothing yet)
             programs = _Programs(chain, strategy, batch_size, resume.chunk_size)
         else:
             programs = plan_chunk(chain, keys_L, dyn_L, cfg, strategy, batch_size, generations)
-        costs.wall_time_s[1 if generations else 0] += time.perf_counter() - planning
+            costs.wall_time_s[1 if generations else 0] += time.perf_counter() - planning
         chunk = programs.chunk
         starts = range(0, lanes, chunk)
         with tqdm(total=len(starts) * (generations + 1), unit="gen", leave=False,
