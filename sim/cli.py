@@ -10,7 +10,6 @@ Ctrl-C leaves the last checkpoint and prints the command that resumes the run.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shlex
 import shutil
@@ -28,7 +27,7 @@ from sim import checkpoint, experiment, rundir
 from sim import grid as grids
 from sim.config import register_configs, to_config
 from sim.errors import ConfigError
-from sim.record import read_config, write_atomic
+from sim.record import write_atomic
 from sim.summary import format_divergence, format_points, format_summary
 
 RESULTS = "results.nc"
@@ -103,31 +102,28 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     logging.getLogger("jax").setLevel(logging.WARNING)  # no "Unable to initialize 'tpu'"
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(rundir.lock(out_dir))
-        except ConfigError as error:
-            _fail(error)  # another process's directory: leave it as it is
+    try:
         _run(cfg, out_dir)
+    finally:
+        rundir.release(out_dir)
 
 
 def _run(cfg: DictConfig, out_dir: Path) -> None:
-    """The job in its locked run directory: skip it if finished, resume it from its
-    checkpoint, or run it."""
+    """The job in its run directory: skip it if finished, resume it from its checkpoint, or
+    run it."""
     config_yaml = OmegaConf.to_yaml(cfg)
     results = out_dir / RESULTS
-    saved = None if results.exists() else checkpoint.load(out_dir)
     try:
-        if results.exists():
-            checkpoint.check_config(read_config(results), config_yaml,
-                                    f"the finished run in {out_dir}")
-            print(f"{results} is complete: nothing to run")
-            return
-        if saved is not None:
-            checkpoint.check_config(saved[0], config_yaml, f"the checkpoint in {out_dir}")
+        claim = rundir.claim(out_dir, config_yaml)  # a single run's callback took it already
+    except ConfigError as error:
+        _fail(error)  # another process's, or another config's: leave it as it is
+    if claim.finished:
+        print(f"{results} is complete: nothing to run")
+        return
+    try:
         built = experiment.build(to_config(cfg))
     except ConfigError as error:
-        if saved is None and not results.exists():
+        if claim.fresh:
             _remove_run_dir(out_dir)  # made for this run: leave nothing under runs/
         _fail(error)
     save = None
@@ -135,7 +131,7 @@ def _run(cfg: DictConfig, out_dir: Path) -> None:
         save = checkpoint.Writer(out_dir, config_yaml, built.cfg.checkpoint.interval_s)
     try:
         ds = experiment.run(built, swept_values(cfg), config_yaml,
-                            saved[1] if saved else None, save)
+                            claim.saved, save)
     except KeyboardInterrupt:
         if checkpoint.load(out_dir) is None:
             print("interrupted before its first checkpoint: nothing to resume",

@@ -154,8 +154,3 @@ def write_atomic(ds: xr.Dataset, path: str | os.PathLike) -> Path:
         tmp.unlink(missing_ok=True)
     return path
 
-
-def read_config(path: str | os.PathLike) -> str:
-    """The resolved config YAML a results file was made with (its ``config`` attr)."""
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        return str(ds.attrs.get("config", ""))

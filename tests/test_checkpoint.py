@@ -161,13 +161,14 @@ def test_a_resume_with_another_config_is_refused_in_one_line(tmp_path):
     assert sim(tmp_path, *args, "seeds=3").returncode == 0
     assert (run_dir / checkpoint.DIRECTORY / checkpoint.FILE).exists()  # kept
     (run_dir / "results.nc").unlink()  # as if it had stopped after its last generation
-    before = sorted(p.name for p in run_dir.rglob("*"))
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
     out = sim(tmp_path, *args, "seeds=4", "world.n_samples=9", "progress=true")
     assert out.returncode == 2
     assert out.stderr.strip() == (
         f"error: seeds, world.n_samples: not allowed to differ from the checkpoint in {run_dir};"
         " resume with the same settings, or choose a new hydra.run.dir")
-    assert sorted(p.name for p in run_dir.rglob("*")) == before  # the checkpoint stays
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before  # the checkpoint and Hydra's record of the run stay as they were
     out = sim(tmp_path, *args, "seeds=3")  # the same settings resume after the last generation
     assert out.returncode == 0 and (run_dir / "results.nc").exists()
 

@@ -60,13 +60,15 @@ def test_unwritable_says_why():
 
 def test_a_run_directory_in_use_is_refused(tmp_path):
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    with rundir.lock(run_dir):  # another process's run, still going
+    rundir.claim(run_dir, "")  # another process's run, still going
+    try:
         out = sim(tmp_path, *TINY, f"hydra.run.dir={run_dir}")
+    finally:
+        rundir.release(run_dir)
     assert out.returncode == 2
     assert out.stderr.strip() == (f"error: hydra.run.dir={str(run_dir)!r} is not allowed: "
                                   f"another process (pid {os.getpid()}) is running in it")
-    assert not (run_dir / "results.nc").exists() and run_dir.exists()
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]  # Hydra wrote nothing
 
 
 def test_runs_at_the_same_time_keep_to_their_own_directories(tmp_path):
