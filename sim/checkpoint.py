@@ -192,18 +192,22 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def differing_keys(saved: str, current: str) -> list[str]:
-    """The dotted keys whose values differ between two config YAMLs, but those that do
-    not change a run's numbers (``IGNORED_KEYS``)."""
+def differing_keys(saved: str, current: str) -> dict[str, tuple[Any, Any]]:
+    """The dotted keys whose values differ between two config YAMLs, with (saved, current)
+    values, but those that do not change a run's numbers (``IGNORED_KEYS``)."""
     a, b = _flat(yaml.safe_load(saved) or {}), _flat(yaml.safe_load(current) or {})
-    return sorted(key for key in a.keys() | b.keys()
-                  if a.get(key, "<unset>") != b.get(key, "<unset>")
-                  and not any(key == i or key.startswith(i + ".") for i in IGNORED_KEYS))
+    return {key: (a.get(key, "<unset>"), b.get(key, "<unset>"))
+            for key in sorted(a.keys() | b.keys())
+            if a.get(key, "<unset>") != b.get(key, "<unset>")
+            and not any(key == i or key.startswith(i + ".") for i in IGNORED_KEYS)}
 
 
 def check_config(saved: str, current: str, what: str) -> None:
     """Raise ConfigError naming the differing keys unless the configs agree."""
     keys = differing_keys(saved, current)
     if keys:
-        raise ConfigError(f"{', '.join(keys)}: not allowed to differ from {what}; resume "
-                          "with the same settings, or choose a new hydra.run.dir")
+        now = ", ".join(f"{key}={new!r}" for key, (_, new) in keys.items())
+        before = ", ".join(f"{key}={old!r}" for key, (old, _) in keys.items())
+        verb = "is" if len(keys) == 1 else "are"
+        raise ConfigError(f"{now} {verb} not allowed: {what} was made with {before}; resume "
+                          "with those, or choose a new hydra.run.dir")

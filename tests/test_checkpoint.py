@@ -88,8 +88,9 @@ def test_a_checkpoint_restores_typed_keys_and_refuses_a_state_of_another_shape(t
 def test_differing_keys_ignore_settings_that_do_not_change_numbers():
     saved = "seeds: 4\nprogress: true\ntrain:\n  lr: 0.01\n  steps: 10\ncheckpoint:\n  keep: false\n"
     now = "seeds: 4\nprogress: false\ntrain:\n  lr: 0.02\n  steps: 10\ncheckpoint:\n  keep: true\n"
-    assert checkpoint.differing_keys(saved, now) == ["train.lr"]
-    assert checkpoint.differing_keys(saved, saved + "generations: 3\n") == ["generations"]
+    assert checkpoint.differing_keys(saved, now) == {"train.lr": (0.01, 0.02)}
+    assert checkpoint.differing_keys(saved, saved + "generations: 3\n") == {
+        "generations": ("<unset>", 3)}
 
 
 # ---- python -m sim, interrupted and resumed ----------------------------------------------
@@ -165,8 +166,8 @@ def test_a_resume_with_another_config_is_refused_in_one_line(tmp_path):
     out = sim(tmp_path, *args, "seeds=4", "world.n_samples=9", "progress=true")
     assert out.returncode == 2
     assert out.stderr.strip() == (
-        f"error: seeds, world.n_samples: not allowed to differ from the checkpoint in {run_dir};"
-        " resume with the same settings, or choose a new hydra.run.dir")
+        f"error: seeds=4, world.n_samples=9 are not allowed: the checkpoint in {run_dir} was "
+        "made with seeds=3, world.n_samples=100; resume with those, or choose a new hydra.run.dir")
     after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
     assert after == before  # the checkpoint and Hydra's record of the run stay as they were
     out = sim(tmp_path, *args, "seeds=3")  # the same settings resume after the last generation
