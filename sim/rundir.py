@@ -130,6 +130,9 @@ def claim(run_dir: str | os.PathLike, config: str) -> Claim:
     if run_dir in _claims and _claims[run_dir][1] == config:
         return _claims[run_dir][2]
     fd = _claims[run_dir][0] if run_dir in _claims else _hold(run_dir)
+    for stale in [*run_dir.glob(f".{RESULTS}.*.tmp"),  # a killed process's half-written file
+                  *run_dir.glob(f"{checkpoint.DIRECTORY}/.{checkpoint.FILE}.*.tmp")]:
+        stale.unlink(missing_ok=True)
     try:
         results = run_dir / RESULTS
         saved = None

@@ -148,11 +148,13 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_dataset(tmp_path, unint
         [line] = out.stderr.strip().splitlines()
         assert line.startswith("interrupted; resume with: python -m sim world=gaussian")
         assert line.endswith(f"hydra.run.dir={run_dir}")
+    stale = run_dir / ".results.nc.99999.tmp"  # as a process killed while writing leaves it
+    stale.write_bytes(b"half a file")
     resumed = sim(tmp_path, *CHAIN, f"hydra.run.dir={run_dir}")
     assert resumed.returncode == 0, resumed.stderr
     ds = xr.load_dataset(run_dir / "results.nc")
     xr.testing.assert_identical(comparable(ds), comparable(uninterrupted))
-    assert not (run_dir / checkpoint.DIRECTORY).exists()
+    assert not (run_dir / checkpoint.DIRECTORY).exists() and not stale.exists()
 
 
 def test_a_resume_with_another_config_is_refused_in_one_line(tmp_path):
