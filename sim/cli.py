@@ -82,12 +82,16 @@ def _remove_run_dir(out_dir: Path) -> None:
 def _resume_command(out_dir: Path) -> str:
     """The command that resumes this run (or, in a multirun, its sweep)."""
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        sweep_dir = Path(hydra_cfg.sweep.dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    hydra_args = [o for o in hydra_cfg.overrides.hydra
+                  if o.split("=", 1)[0] not in ("hydra.mode", "hydra.run.dir", "hydra.sweep.dir")]
+    if multirun:  # the sweep's own overrides (comma-separated sweeps), not this job's
+        sweep_dir = Path(hydra_cfg.sweep.dir).absolute()
         task = list(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
-        return shlex.join(["python", "-m", "sim", "-m", *task, f"hydra.sweep.dir={sweep_dir}"])
-    task = list(hydra_cfg.overrides.task)
-    return shlex.join(["python", "-m", "sim", *task, f"hydra.run.dir={out_dir}"])
+        return shlex.join(["python", "-m", "sim", "-m", *hydra_args, *task,
+                           f"hydra.sweep.dir={sweep_dir}"])
+    return shlex.join(["python", "-m", "sim", *hydra_args, *hydra_cfg.overrides.task,
+                       f"hydra.run.dir={out_dir}"])
 
 
 def _fail(error: ConfigError) -> None:
