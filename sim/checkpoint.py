@@ -98,9 +98,14 @@ def from_host(host: HostTree, template: Any) -> Any:
         if impl:
             saved = jax.random.wrap_key_data(saved, impl=impl)
         fits = fits and saved.shape == leaf.shape and saved.dtype == leaf.dtype
-        # weak_type as the program made it, so the step sees the state it saw before
-        restored.append(jax.lax.convert_element_type(saved, leaf.dtype) if not impl
-                        and getattr(leaf, "weak_type", False) else jnp.asarray(saved))
+        if getattr(leaf, "weak_type", False) and not impl:
+            # weakly typed as the program made it (it changes type promotion in the step);
+            # no world's state has such leaves today, and JAX has no public way to make one
+            from jax._src.lax.lax import _convert_element_type
+
+            restored.append(_convert_element_type(saved, np.dtype(leaf.dtype), weak_type=True))
+        else:
+            restored.append(jnp.asarray(saved))
     if not fits:
         raise ConfigError("the checkpoint's chain state does not fit this program (made by "
                           "other code?): start a new run (a new hydra.run.dir)")

@@ -153,4 +153,3 @@ def write_atomic(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
-

@@ -74,13 +74,17 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_dataset(cfg, resume_
         np.testing.assert_array_equal(resumed.wall_time_s[:g], snapshot.wall_time_s[:g])
 
 
-def test_a_checkpoint_restores_typed_keys_and_refuses_a_state_of_another_shape(tmp_path):
+def test_a_checkpoint_restores_keys_and_weak_types_and_refuses_other_shapes():
     state = {"key": jax.random.split(jax.random.key(3), 4), "x": np.arange(6.0).reshape(2, 3)}
     host = checkpoint.to_host(state)
     restored = checkpoint.from_host(host, state)
     assert restored["key"].dtype == state["key"].dtype
     np.testing.assert_array_equal(jax.random.key_data(restored["key"]),
                                   jax.random.key_data(state["key"]))
+    weak = {"x": jax.numpy.asarray(2.0)}  # a Python scalar's weak type comes back
+    assert weak["x"].weak_type
+    restored = checkpoint.from_host(checkpoint.to_host(weak), jax.eval_shape(lambda: weak))
+    assert restored["x"].weak_type and restored["x"] == 2.0
     with pytest.raises(checkpoint.ConfigError, match="does not fit this program"):
         checkpoint.from_host(host, {**state, "x": np.zeros((3, 2))})
 
