@@ -4,7 +4,8 @@ Each lane has its own key and its own dynamic settings. Lanes run under ``vmap``
 batch: what fills a GPU) or ``lax.map`` over batches of ``batch_size`` vmapped lanes (less
 memory traffic on a small CPU). With several local devices the lanes are sharded across
 them along a ``lanes`` mesh axis. Generations run one compiled call each, so long chains
-show progress and every generation is a natural checkpoint boundary.
+show progress and every generation is a checkpoint boundary: ``run_lanes`` offers a
+snapshot of its progress after each one (``sim.checkpoint``) and resumes from one.
 
 Lanes that do not fit in memory at once run in chunks of one compiled size (the last chunk
 padded), each chunk's whole chain before the next: ``lanes.chunk_size``, or by default the
@@ -280,14 +281,11 @@ def run_lanes(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], generations:
     strategy, batch_size = resolve_strategy(cfg, chain.world.cpu_lane_batch)
     finish = functools.partial(_finish, host=getattr(chain.world, "host_metrics", {}))
     costs = Costs(np.zeros(generations + 1), np.zeros(generations + 1, np.int64))
-    chunks, first_chunk = [], 0
+    chunks, first_chunk = [], 0  # metrics of the finished chunks; the chunk to run first
     if resume is not None:
         costs.wall_time_s[:] = resume.wall_time_s
         costs.peak_memory_bytes[:] = resume.peak_memory_bytes
-        done = resume.done
-        first_chunk = resume.chunk
-        if done:
-            chunks.append(done)
+        chunks, first_chunk = [resume.done] if resume.done else [], resume.chunk
     with warnings.catch_warnings():
         # A student whose shapes differ from the generation-0 teacher cannot reuse its buffers.
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
