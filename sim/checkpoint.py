@@ -3,15 +3,17 @@ resumes where it stopped and ends with the same ``results.nc`` as an uninterrupt
 
 A checkpoint is one NumPy ``.npz`` file in ``<run dir>/checkpoint/``, replaced atomically
 (written beside it, fsynced, renamed into place) after the first generation to finish
-``checkpoint.interval_s`` seconds after the last checkpoint (after every generation with
-0; a chain of closed-form fits can make hundreds of generations a second, more than it
-is worth writing), so an interruption costs at most that much work. It holds the resolved
-config it was made with, the chunk of lanes in
-progress and its last finished generation, that chunk's chain state (its flattened leaves on
-the host, typed PRNG keys as their key data), the metrics of the finished chunks and of the
-chunk in progress, and what each generation cost so far. Keys derive from
-``fold_in(key, generation)`` (``sim.chain``), so a chain continued from its state makes the
-numbers it would have made without stopping.
+``checkpoint.interval_s`` seconds after the last checkpoint (after every generation with 0:
+a chain of closed-form fits makes hundreds of generations a second, more than are worth
+writing), so an interruption costs at most that much work. It holds the resolved config it
+was made with, the chunk of lanes in progress and its last finished generation, that
+chunk's chain state (its flattened leaves on the host, typed PRNG keys as their key data,
+the tree structure checked against the program's on restore), the metrics of the finished
+chunks and of the chunk in progress, and what each generation cost so far. Keys derive
+from ``fold_in(key, generation)`` (``sim.chain``), so a chain continued from its state
+makes the numbers it would have made without stopping. (One small file replaced whole
+suits states of a few MB written synchronously between generations; Orbax's directory per
+step and background threads would add more than they save here.)
 """
 
 from __future__ import annotations

@@ -28,9 +28,9 @@ from sim import grid as grids
 from sim.config import register_configs, to_config
 from sim.errors import ConfigError
 from sim.record import write_atomic
+from sim.rundir import RESULTS
 from sim.summary import format_divergence, format_points, format_summary
 
-RESULTS = "results.nc"
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 

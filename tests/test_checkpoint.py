@@ -89,6 +89,12 @@ def test_a_checkpoint_restores_keys_and_weak_types_and_refuses_other_shapes():
         checkpoint.from_host(host, {**state, "x": np.zeros((3, 2))})
 
 
+def test_a_negative_interval_is_refused():
+    with pytest.raises(checkpoint.ConfigError, match=r"checkpoint.interval_s=-1.0 is not allowed"):
+        experiment.build(dataclasses.replace(
+            GAUSSIAN, checkpoint=checkpoint.CheckpointConfig(interval_s=-1.0)))
+
+
 def test_differing_keys_ignore_settings_that_do_not_change_numbers():
     saved = "seeds: 4\nprogress: true\ntrain:\n  lr: 0.01\n  steps: 10\ncheckpoint:\n  keep: false\n"
     now = "seeds: 4\nprogress: false\ntrain:\n  lr: 0.02\n  steps: 10\ncheckpoint:\n  keep: true\n"
