@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
@@ -160,30 +162,42 @@ def load(run_dir: str | os.PathLike) -> tuple[str, Snapshot] | None:
     path = Path(run_dir) / DIRECTORY / FILE
     if not path.exists():
         return None
-    with np.load(path, allow_pickle=False) as npz:
-        meta = json.loads(str(npz["meta"]))
-        state = HostTree([npz[f"state/{i}"] for i in range(len(meta["key_impls"]))],
-                         meta["treedef"], meta["key_impls"])
-        parts = {part: {name: npz[f"{part}/{i}"] for i, name in enumerate(meta[part])}
-                 for part in ("history", "done")}
-        snapshot = Snapshot(meta["chunk_size"], meta["chunk"], meta["generation"], state,
-                            parts["history"], parts["done"], npz["wall_time_s"],
-                            npz["peak_memory_bytes"])
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            state = HostTree([npz[f"state/{i}"] for i in range(len(meta["key_impls"]))],
+                             meta["treedef"], meta["key_impls"])
+            parts = {part: {name: npz[f"{part}/{i}"] for i, name in enumerate(meta[part])}
+                     for part in ("history", "done")}
+            snapshot = Snapshot(meta["chunk_size"], meta["chunk"], meta["generation"], state,
+                                parts["history"], parts["done"], npz["wall_time_s"],
+                                npz["peak_memory_bytes"])
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        raise ConfigError(f"the checkpoint {path} cannot be read ({type(error).__name__}: "
+                          f"{error}): remove it to start again, or choose a new "
+                          "hydra.run.dir") from None
     return meta["config"], snapshot
 
 
 class Writer:
     """Saves the snapshots it is offered, at most one per ``interval_s`` seconds (the
-    first after ``interval_s`` from its creation); builds only those it saves."""
+    first after ``interval_s`` from its creation); builds only those it saves. A save
+    that fails (a full disk) leaves no partial file and the last checkpoint, and a
+    warning: the run goes on."""
 
     def __init__(self, run_dir: str | os.PathLike, config: str, interval_s: float) -> None:
         self.run_dir, self.config, self.interval_s = run_dir, config, interval_s
         self.last = time.monotonic()
 
     def __call__(self, snapshot: Callable[[], Snapshot]) -> None:
-        if time.monotonic() - self.last >= self.interval_s:
+        if time.monotonic() - self.last < self.interval_s:
+            return
+        try:
             save(self.run_dir, self.config, snapshot())
-            self.last = time.monotonic()
+        except OSError as error:  # a full disk: the run goes on, the last checkpoint stays
+            print(f"warning: no checkpoint written ({error}); the run goes on",
+                  file=sys.stderr)
+        self.last = time.monotonic()
 
 
 def remove(run_dir: str | os.PathLike) -> None:

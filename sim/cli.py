@@ -137,7 +137,7 @@ def _run(cfg: DictConfig, out_dir: Path) -> None:
         ds = experiment.run(built, swept_values(cfg), config_yaml,
                             claim.saved, save)
     except KeyboardInterrupt:
-        if checkpoint.load(out_dir) is None:
+        if not (out_dir / checkpoint.DIRECTORY / checkpoint.FILE).exists():
             print("interrupted before its first checkpoint: nothing to resume",
                   file=sys.stderr)
         else:

@@ -89,6 +89,35 @@ def test_a_checkpoint_restores_keys_and_weak_types_and_refuses_other_shapes():
         checkpoint.from_host(host, {**state, "x": np.zeros((3, 2))})
 
 
+def _snapshot() -> checkpoint.Snapshot:
+    return checkpoint.Snapshot(2, 0, 1, checkpoint.to_host({"w": np.ones(3)}),
+                               {"m": np.zeros((2, 2))}, {}, np.ones(3), np.ones(3, np.int64))
+
+
+def test_a_full_disk_leaves_the_last_checkpoint_and_the_run_goes_on(tmp_path, monkeypatch,
+                                                                    capsys):
+    checkpoint.save(tmp_path, "first", _snapshot())
+
+    def full(file, **arrays):
+        file.write(b"part of a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    checkpoint.Writer(tmp_path, "second", interval_s=0)(_snapshot)
+    assert "warning: no checkpoint written ([Errno 28] No space left on device)" in \
+        capsys.readouterr().err
+    assert [p.name for p in (tmp_path / checkpoint.DIRECTORY).iterdir()] == [checkpoint.FILE]
+    assert checkpoint.load(tmp_path)[0] == "first"
+
+
+def test_an_unreadable_checkpoint_is_refused_in_one_line(tmp_path):
+    (tmp_path / checkpoint.DIRECTORY).mkdir()
+    (tmp_path / checkpoint.DIRECTORY / checkpoint.FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(checkpoint.ConfigError, match="state.npz cannot be read") as error:
+        checkpoint.load(tmp_path)
+    assert "\n" not in str(error.value)
+
+
 def test_a_negative_interval_is_refused():
     with pytest.raises(checkpoint.ConfigError, match=r"checkpoint.interval_s=-1.0 is not allowed"):
         experiment.build(dataclasses.replace(
