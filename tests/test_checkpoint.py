@@ -151,10 +151,12 @@ def _checkpointed_generation(run_dir: Path) -> int:
 
 
 def interrupt(cwd: Path, run_dir: Path, sig: int, *args: str) -> subprocess.CompletedProcess:
-    """Start ``python -m sim``, send ``sig`` once it has checkpointed generation >= 1."""
-    process = subprocess.Popen([sys.executable, "-m", "sim", *args, f"hydra.run.dir={run_dir}"],
-                               cwd=cwd, env=_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    """Start ``python -m sim ARGS`` (with ``hydra.run.dir=run_dir`` unless a multirun), send
+    ``sig`` once ``run_dir`` has a checkpoint of generation >= 1."""
+    where = () if "-m" in args else (f"hydra.run.dir={run_dir}",)
+    process = subprocess.Popen([sys.executable, "-m", "sim", *args, *where], cwd=cwd,
+                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
     deadline = time.monotonic() + 120
     while _checkpointed_generation(run_dir) < 1 and process.poll() is None:
         assert time.monotonic() < deadline
@@ -215,15 +217,21 @@ def test_a_resume_with_another_config_is_refused_in_one_line(tmp_path):
     assert out.returncode == 0 and (run_dir / "results.nc").exists()
 
 
-def test_a_multirun_rerun_skips_finished_jobs(tmp_path):
-    args = ("-m", "world=gaussian", "mix=replace,accumulate", "generations=2", "seeds=2",
-            "progress=false", "hydra.sweep.dir=sweep")
-    assert sim(tmp_path, *args).returncode == 0
-    done = tmp_path / "sweep" / "0" / "results.nc"
+def test_a_killed_sweep_reruns_only_what_it_had_left(tmp_path):
+    """Job 0 finished, job 1 killed mid-chain: the rerun skips job 0 and resumes job 1."""
+    sweep = ("-m", *[a for a in CHAIN if not a.startswith("mix")], "mix=replace,accumulate")
+    killed = interrupt(tmp_path, tmp_path / "sweep" / "1", signal.SIGKILL, *sweep,
+                       "hydra.sweep.dir=sweep")
+    assert killed.returncode == -signal.SIGKILL
+    done, resumed = (tmp_path / "sweep" / str(job) / "results.nc" for job in (0, 1))
+    assert done.exists() and not resumed.exists()
     created = xr.load_dataset(done).attrs["created"], done.stat().st_mtime_ns
-    (tmp_path / "sweep" / "1" / "results.nc").unlink()  # job 1 never finished
-    out = sim(tmp_path, *args)
+    out = sim(tmp_path, *sweep, "hydra.sweep.dir=sweep")
     assert out.returncode == 0, out.stderr
     assert f"{done.absolute()} is complete: nothing to run" in out.stdout
     assert (xr.load_dataset(done).attrs["created"], done.stat().st_mtime_ns) == created
-    assert (tmp_path / "sweep" / "1" / "results.nc").exists()
+    assert sim(tmp_path, *sweep, "hydra.sweep.dir=whole").returncode == 0
+    for job in (0, 1):
+        xr.testing.assert_identical(
+            comparable(xr.load_dataset(tmp_path / "sweep" / str(job) / "results.nc")),
+            comparable(xr.load_dataset(tmp_path / "whole" / str(job) / "results.nc")))
