@@ -182,7 +182,8 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_dataset(tmp_path, unint
     assert out.returncode != 0, "the run ended before it was interrupted"
     assert not (run_dir / "results.nc").exists()
     assert not [p for p in run_dir.rglob("*") if "results" in p.name]  # no partial file
-    stopped = _checkpointed_generation(run_dir)
+    saved = checkpoint.load(run_dir)[1]
+    stopped = saved.generation
     assert 1 <= stopped < 400
     if sig == signal.SIGINT:  # a clean exit, one line saying how to resume
         assert out.returncode == 130
@@ -195,6 +196,8 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_dataset(tmp_path, unint
     assert resumed.returncode == 0, resumed.stderr
     ds = xr.load_dataset(run_dir / "results.nc")
     xr.testing.assert_identical(comparable(ds), comparable(uninterrupted))
+    # it went on from the checkpoint: the generations before it kept their recorded costs
+    np.testing.assert_array_equal(ds.wall_time_s[:stopped + 1], saved.wall_time_s[:stopped + 1])
     assert not (run_dir / checkpoint.DIRECTORY).exists() and not stale.exists()
 
 
