@@ -125,8 +125,10 @@ def test_a_negative_interval_is_refused():
 
 
 def test_differing_keys_ignore_settings_that_do_not_change_numbers():
-    saved = "seeds: 4\nprogress: true\ntrain:\n  lr: 0.01\n  steps: 10\ncheckpoint:\n  keep: false\n"
-    now = "seeds: 4\nprogress: false\ntrain:\n  lr: 0.02\n  steps: 10\ncheckpoint:\n  keep: true\n"
+    saved = ("seeds: 4\nprogress: true\ntrain:\n  lr: 0.01\n  steps: 10\n"
+             "checkpoint:\n  keep: false\n")
+    now = ("seeds: 4\nprogress: false\ntrain:\n  lr: 0.02\n  steps: 10\n"
+           "checkpoint:\n  keep: true\n")
     assert checkpoint.differing_keys(saved, now) == {"train.lr": (0.01, 0.02)}
     assert checkpoint.differing_keys(saved, saved + "generations: 3\n") == {
         "generations": ("<unset>", 3)}
