@@ -1,12 +1,17 @@
 """The Hydra app: compose the config, run the experiment, write ``results.nc``, summarise.
 
 Bad input exits with status 2 and one line on stderr, and removes the run directory that
-Hydra made for it, so nothing half-written stays under ``runs/``.
+Hydra made for it, so nothing half-written stays under ``runs/``. A run directory that
+already holds a checkpoint resumes from it (``sim.checkpoint``), and one that holds a
+finished ``results.nc`` is skipped (a multirun rerun with the same ``hydra.sweep.dir`` runs
+only the jobs that have not finished); either must have been made with the same config.
+Ctrl-C leaves the last checkpoint and prints the command that resumes the run.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -18,14 +23,14 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sim import experiment
+from sim import checkpoint, experiment, rundir
 from sim import grid as grids
 from sim.config import register_configs, to_config
 from sim.errors import ConfigError
 from sim.record import write_atomic
+from sim.rundir import RESULTS
 from sim.summary import format_divergence, format_points, format_summary
 
-RESULTS = "results.nc"
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
@@ -74,6 +79,26 @@ def _remove_run_dir(out_dir: Path) -> None:
         parent = parent.parent
 
 
+def _resume_command(out_dir: Path) -> str:
+    """The command that resumes this run (or, in a multirun, its sweep)."""
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    hydra_args = [o for o in hydra_cfg.overrides.hydra
+                  if o.split("=", 1)[0] not in ("hydra.mode", "hydra.run.dir", "hydra.sweep.dir")]
+    if multirun:  # the sweep's own overrides (comma-separated sweeps), not this job's
+        sweep_dir = Path(hydra_cfg.sweep.dir).absolute()
+        task = list(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
+        return shlex.join(["python", "-m", "sim", "-m", *hydra_args, *task,
+                           f"hydra.sweep.dir={sweep_dir}"])
+    return shlex.join(["python", "-m", "sim", *hydra_args, *hydra_cfg.overrides.task,
+                       f"hydra.run.dir={out_dir}"])
+
+
+def _fail(error: ConfigError) -> None:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
 register_configs()
 
 
@@ -82,13 +107,45 @@ def main(cfg: DictConfig) -> None:
     logging.getLogger("jax").setLevel(logging.WARNING)  # no "Unable to initialize 'tpu'"
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        _run(cfg, out_dir)
+    finally:
+        rundir.release(out_dir)
+
+
+def _run(cfg: DictConfig, out_dir: Path) -> None:
+    """The job in its run directory: skip it if finished, resume it from its checkpoint, or
+    run it."""
+    config_yaml = OmegaConf.to_yaml(cfg)
+    results = out_dir / RESULTS
+    try:
+        claim = rundir.claim(out_dir, config_yaml)  # a single run's callback took it already
+    except ConfigError as error:
+        _fail(error)  # another process's, or another config's: leave it as it is
+    if claim.finished:
+        print(f"{results} is complete: nothing to run")
+        return
+    try:
         built = experiment.build(to_config(cfg))
     except ConfigError as error:
-        _remove_run_dir(out_dir)
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    ds = experiment.run(built, swept_values(cfg), OmegaConf.to_yaml(cfg))
-    path = write_atomic(ds, out_dir / RESULTS)
+        if claim.fresh:
+            _remove_run_dir(out_dir)  # made for this run: leave nothing under runs/
+        _fail(error)
+    save = None
+    if built.cfg.checkpoint.enabled:
+        save = checkpoint.Writer(out_dir, config_yaml, built.cfg.checkpoint.interval_s)
+    try:
+        ds = experiment.run(built, swept_values(cfg), config_yaml,
+                            claim.saved, save)
+    except KeyboardInterrupt:
+        if not (out_dir / checkpoint.DIRECTORY / checkpoint.FILE).exists():
+            print("interrupted before its first checkpoint: nothing to resume",
+                  file=sys.stderr)
+        else:
+            print(f"interrupted; resume with: {_resume_command(out_dir)}", file=sys.stderr)
+        sys.exit(130)
+    path = write_atomic(ds, results)
+    if not built.cfg.checkpoint.keep:
+        checkpoint.remove(out_dir)
     headline = built.chain.world.headline
     print(format_summary(ds, headline))
     if built.grid:

@@ -15,6 +15,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from sim.checkpoint import CheckpointConfig
 from sim.distill import DistillConfig, SamplingConfig, StudentConfig, TrainConfig
 from sim.exposure import DefenseConfig, ExposureConfig
 from sim.grid import GridConfig
@@ -34,6 +35,9 @@ class Config:
     exposure: ExposureConfig = field(default_factory=ExposureConfig)  # what a teacher reveals
     defense: DefenseConfig = field(default_factory=DefenseConfig)  # how it perturbs it
     lanes: LanesConfig = field(default_factory=LanesConfig)
+    # After each finished generation the run directory holds a checkpoint (sim/checkpoint.py);
+    # rerunning the command with hydra.run.dir=<that directory> resumes from it.
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     generations: int = 10  # G: generations after generation 0 (which fits real data)
     seeds: int = 8  # independent chains, run as lanes of one compiled program
     seed: int = 0  # base seed: lane i uses fold_in(key(seed), i)

@@ -6,13 +6,13 @@ This is the importable function behind ``python -m sim``; tests call it directly
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 import xarray as xr
 from omegaconf import OmegaConf
 
-from sim import compile_cache
+from sim import checkpoint, compile_cache
 from sim import grid as grids
 from sim.chain import Chain
 from sim.config import Config
@@ -48,6 +48,7 @@ def build(cfg: Config) -> Experiment:
     require(cfg.generations >= 0, "generations", cfg.generations, "an integer >= 0")
     require(cfg.seeds >= 1, "seeds", cfg.seeds, "an integer >= 1")
     resolve_strategy(cfg.lanes)
+    checkpoint.validate(cfg.checkpoint)
     compile_cache.configure(cfg.compile_cache, cfg.compile_cache_dir)  # before any compile
     grid = grids.as_grid(cfg.grid)
     name = world_name(cfg.world)
@@ -64,16 +65,20 @@ def build(cfg: Config) -> Experiment:
 
 
 def run(experiment: Experiment, swept: Mapping[str, Any] | None = None,
-        config_yaml: str | None = None) -> xr.Dataset:
+        config_yaml: str | None = None, resume: checkpoint.Snapshot | None = None,
+        save: Callable[[Callable[[], checkpoint.Snapshot]], None] | None = None
+        ) -> xr.Dataset:
     """Run all lanes of a built experiment (seeds x grid points); ``swept`` (the keys a
-    multirun sweeps across jobs) becomes length-1 coordinates."""
+    multirun sweeps across jobs) becomes length-1 coordinates. ``resume`` continues from a
+    checkpoint's snapshot; ``save`` is offered one after every generation
+    (``sim.lanes.run_lanes``)."""
     cfg, grid = experiment.cfg, experiment.grid
     start = time.perf_counter()
     points = len(grids.points(grid))
     keys_L = lane_keys(cfg.seed, np.tile(np.arange(cfg.seeds), points))  # same per point
     dyn_L = grids.lane_settings(experiment.dyn, grid, cfg.seeds)
     metrics, costs = run_lanes(experiment.chain, keys_L, dyn_L, cfg.generations, cfg.lanes,
-                               cfg.progress)
+                               cfg.progress, resume, save)
     wall = time.perf_counter() - start
     world = experiment.chain.world
     info = dict(world.metric_info)

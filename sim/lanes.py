@@ -4,7 +4,8 @@ Each lane has its own key and its own dynamic settings. Lanes run under ``vmap``
 batch: what fills a GPU) or ``lax.map`` over batches of ``batch_size`` vmapped lanes (less
 memory traffic on a small CPU). With several local devices the lanes are sharded across
 them along a ``lanes`` mesh axis. Generations run one compiled call each, so long chains
-show progress and every generation is a natural checkpoint boundary.
+show progress and every generation is a checkpoint boundary: ``run_lanes`` offers a
+snapshot of its progress after each one (``sim.checkpoint``) and resumes from one.
 
 Lanes that do not fit in memory at once run in chunks of one compiled size (the last chunk
 padded), each chunk's whole chain before the next: ``lanes.chunk_size``, or by default the
@@ -30,6 +31,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from sim import checkpoint
 from sim.chain import Chain
 from sim.errors import require
 from sim.worlds.base import Array
@@ -225,12 +227,17 @@ class Costs(NamedTuple):
 
 def _run_chunk(programs: _Programs, keys_S: Array, dyn_S: dict[str, Array],
                generations: int, finish: Callable[[Any], dict[str, np.ndarray]],
-               bar: tqdm, costs: Costs) -> dict[str, np.ndarray]:
+               bar: tqdm, costs: Costs, resumed: tuple[Any, list[dict]] | None = None,
+               save: Callable[[int, Any, list[dict]], None] | None = None
+               ) -> dict[str, np.ndarray]:
     """One chunk's chains, generation by generation: metrics (G + 1, chunk, ...); adds each
-    generation's wall time and memory high-water mark to ``costs``."""
+    generation's wall time and memory high-water mark to ``costs``. ``resumed``: the state
+    after, and the metrics of, the generations already run; ``save(g, state, history)``
+    runs after each generation."""
     device = jax.local_devices()[0]
-    history = []
-    for g in range(generations + 1):
+    state_S, history = resumed or (None, [])
+    bar.update(len(history))
+    for g in range(len(history), generations + 1):
         start = time.perf_counter()
         if g == 0:
             state_S, metrics = programs.start(keys_S, dyn_S)
@@ -239,37 +246,97 @@ def _run_chunk(programs: _Programs, keys_S: Array, dyn_S: dict[str, Array],
         history.append(finish(metrics))  # waits for the generation to finish
         costs.wall_time_s[g] += time.perf_counter() - start
         costs.peak_memory_bytes[g] = max(costs.peak_memory_bytes[g], high_water_bytes(device))
+        if save is not None:
+            save(g, state_S, history)
         bar.update()
+    return _stack(history)
+
+
+def _stack(history: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.stack([h[name] for h in history]) for name in history[0]}
 
 
+def _state_template(programs: _Programs, keys_S: Array, dyn_S: dict[str, Array],
+                    generation: int) -> Any:
+    """Shapes and dtypes of a chunk's chain state after ``generation``."""
+    state_S = jax.eval_shape(programs.start, keys_S, dyn_S)[0]
+    if generation >= 1:  # a student of another size than generation 0 changes the shapes
+        g = jax.ShapeDtypeStruct((), jnp.int32)
+        state_S = jax.eval_shape(programs.step, state_S, g, keys_S, dyn_S)[0]
+    return state_S
+
+
+def _resume_chunk(programs: _Programs, keys_S: Array, dyn_S: dict[str, Array],
+                  snapshot: checkpoint.Snapshot) -> tuple[Any, list[dict]]:
+    """The chunk in progress of a checkpoint: its state on the devices and its metrics."""
+    template = _state_template(programs, keys_S, dyn_S, snapshot.generation)
+    state_S = _shard(checkpoint.from_host(snapshot.state, template), programs.chunk)
+    history = [{name: values[g] for name, values in snapshot.history.items()}
+               for g in range(snapshot.generation + 1)]
+    return state_S, history
+
+
 def run_lanes(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], generations: int,
-              cfg: LanesConfig, progress: bool = True
+              cfg: LanesConfig, progress: bool = True,
+              resume: checkpoint.Snapshot | None = None,
+              save: Callable[[Callable[[], checkpoint.Snapshot]], None] | None = None
               ) -> tuple[dict[str, np.ndarray], Costs]:
     """Run every lane for ``generations`` generations, in chunks of lanes that fit in
     memory (padded to one compiled size): metrics as arrays (G + 1, lanes, ...), and what
-    each generation cost."""
+    each generation cost. ``resume`` continues from a checkpoint's snapshot (in its chunk
+    size); after every generation ``save`` is offered a function that makes the snapshot
+    (which it calls when it means to save it)."""
     lanes = keys_L.shape[0]
     strategy, batch_size = resolve_strategy(cfg, chain.world.cpu_lane_batch)
     finish = functools.partial(_finish, host=getattr(chain.world, "host_metrics", {}))
     costs = Costs(np.zeros(generations + 1), np.zeros(generations + 1, np.int64))
-    chunks = []
+    chunks, first_chunk = [], 0  # metrics of the finished chunks; the chunk to run first
+    if resume is not None:
+        costs.wall_time_s[:] = resume.wall_time_s
+        costs.peak_memory_bytes[:] = resume.peak_memory_bytes
+        chunks, first_chunk = [resume.done] if resume.done else [], resume.chunk
     with warnings.catch_warnings():
         # A student whose shapes differ from the generation-0 teacher cannot reuse its buffers.
         warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
         planning = time.perf_counter()
-        programs = plan_chunk(chain, keys_L, dyn_L, cfg, strategy, batch_size, generations)
-        costs.wall_time_s[1 if generations else 0] += time.perf_counter() - planning
+        if resume is not None:  # in the checkpoint's chunk size (compiles nothing yet)
+            programs = _Programs(chain, strategy, batch_size, resume.chunk_size)
+        else:
+            programs = plan_chunk(chain, keys_L, dyn_L, cfg, strategy, batch_size, generations)
+            costs.wall_time_s[1 if generations else 0] += time.perf_counter() - planning
         chunk = programs.chunk
         starts = range(0, lanes, chunk)
         with tqdm(total=len(starts) * (generations + 1), unit="gen", leave=False,
                   desc=f"{lanes} lanes" + (f" in chunks of {chunk}" if chunk < lanes else ""),
                   disable=not progress or (generations == 0 and len(starts) == 1)) as bar:
-            for first in starts:
-                used = slice(first, min(first + chunk, lanes))
-                metrics = _run_chunk(programs, *_chunk_inputs(keys_L, dyn_L, used, chunk),
-                                     generations, finish, bar, costs)
+            bar.update(first_chunk * (generations + 1))
+            for index in range(first_chunk, len(starts)):
+                used = slice(starts[index], min(starts[index] + chunk, lanes))
+                keys_S, dyn_S = _chunk_inputs(keys_L, dyn_L, used, chunk)
+                resumed = None
+                if resume is not None and index == resume.chunk:
+                    resumed = _resume_chunk(programs, keys_S, dyn_S, resume)
+                saver = None
+                if save is not None:
+                    saver = functools.partial(_offer, save, chunks, index, chunk, costs)
+                metrics = _run_chunk(programs, keys_S, dyn_S, generations, finish, bar, costs,
+                                     resumed, saver)
                 chunks.append({name: values[:, :used.stop - used.start]
                                for name, values in metrics.items()})
-    metrics = {name: np.concatenate([c[name] for c in chunks], axis=1) for name in chunks[0]}
-    return metrics, costs
+    return _concatenate(chunks), costs
+
+
+def _concatenate(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Metrics of chunks of lanes, (G + 1, lanes, ...) each, along the lanes."""
+    if not chunks:
+        return {}
+    return {name: np.concatenate([c[name] for c in chunks], axis=1) for name in chunks[0]}
+
+
+def _offer(save: Callable[[Callable[[], checkpoint.Snapshot]], None],
+           chunks: list[dict[str, np.ndarray]], index: int, chunk: int, costs: Costs,
+           g: int, state_S: Any, history: list[dict[str, np.ndarray]]) -> None:
+    """Offer ``save`` the snapshot after generation ``g`` of chunk ``index``."""
+    save(lambda: checkpoint.Snapshot(
+        chunk, index, g, checkpoint.to_host(state_S), _stack(history), _concatenate(chunks),
+        costs.wall_time_s.copy(), costs.peak_memory_bytes.copy()))

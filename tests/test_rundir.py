@@ -1,0 +1,98 @@
+"""Run directories: an unwritable one is refused in one line; runs at the same time keep to
+their own; a sweep still running shows only its finished jobs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from analysis import load_sweep
+from analysis.load import find_runs
+from sim import rundir
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ("world=gaussian", "world.dim=2", "world.n_samples=8", "seeds=2", "progress=false")
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
+
+
+def start(cwd: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sim", *args], cwd=cwd, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def sim(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sim", *args], cwd=cwd, env=_env(),
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("key", ["hydra.run.dir", "hydra.sweep.dir"])
+def test_an_unwritable_output_directory_is_refused_in_one_line(tmp_path, key):
+    (tmp_path / "a_file").write_text("not a directory")
+    multirun = ("-m",) if key == "hydra.sweep.dir" else ()
+    out = sim(tmp_path, *multirun, *TINY, f"{key}=a_file/run")
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        f"error: {key}='a_file/run' is not allowed: a directory this user can create and "
+        f"write in ({tmp_path / 'a_file'} is not a directory)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in a read-only directory")
+def test_a_read_only_parent_is_refused(tmp_path):
+    (tmp_path / "locked").mkdir(mode=0o500)
+    out = sim(tmp_path, *TINY, "hydra.run.dir=locked/run")
+    assert out.returncode == 2 and "Permission denied" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unwritable_says_why():
+    assert rundir.unwritable("/proc/no/such/run") is not None
+    assert rundir.unwritable(Path.cwd() / "runs" / "new") is None
+
+
+def test_a_run_directory_in_use_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    rundir.claim(run_dir, "")  # another process's run, still going
+    try:
+        out = sim(tmp_path, *TINY, f"hydra.run.dir={run_dir}")
+    finally:
+        rundir.release(run_dir)
+    assert out.returncode == 2
+    assert out.stderr.strip() == (f"error: hydra.run.dir={str(run_dir)!r} is not allowed: "
+                                  f"another process (pid {os.getpid()}) is running in it")
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]  # Hydra wrote nothing
+
+
+def test_runs_at_the_same_time_keep_to_their_own_directories(tmp_path):
+    runs = [start(tmp_path, *TINY, f"generations={g}") for g in (2, 3)]
+    for run in runs:
+        assert run.wait(timeout=300) == 0, run.stderr.read()
+    paths = find_runs(tmp_path / "runs").results
+    assert len(paths) == 2
+    sizes = sorted(xr.load_dataset(p).sizes["generation"] for p in paths)
+    assert sizes == [3, 4]
+
+
+def test_load_sweep_on_a_running_sweep_sees_only_finished_jobs(tmp_path):
+    sweep = start(tmp_path, "-m", *TINY, "generations=2,5000", "checkpoint.interval_s=0",
+                  "hydra.sweep.dir=sweep")
+    running = tmp_path / "sweep" / "1"
+    deadline = time.monotonic() + 120
+    try:  # job 0 has finished and job 1 has checkpointed
+        while not (running / "checkpoint" / "state.npz").exists():
+            assert sweep.poll() is None and time.monotonic() < deadline, sweep.stderr.read()
+            time.sleep(0.01)
+        ds = load_sweep(tmp_path / "sweep")
+        assert ds.sizes["generation"] == 3
+        assert find_runs(tmp_path / "sweep").pending == [running]
+    finally:
+        sweep.send_signal(signal.SIGKILL)
+        sweep.wait()
