@@ -12,6 +12,12 @@ accumulating chain keeps their running sum instead of the growing pool (O(n) a g
 rather than O(g n)), and a world that can draw the statistics of its own samples directly
 (``sample_statistics``: the Gaussian's, in O(d^2) rather than O(n d)) never materialises
 them. Other worlds and policies go through the data.
+
+A filter (``sim.curation``) weighs each generation's synthetic rows before they are mixed;
+the summarising chain then draws the rows, weighs them and sums their weighted statistics
+(never ``sample_statistics``, which has no rows to filter). The teacher choice
+(``sim.teacher``) decides which model produces the data (and is the fit's and the
+measure's ``teacher``); the chain state carries the models it needs besides the newest.
 """
 
 from __future__ import annotations
@@ -21,13 +27,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sim.curation import CURATION_INFO, Curation
 from sim.mix import Mix, MixPolicy
-from sim.worlds.base import Array, Dyn, Params, World
+from sim.teacher import TeacherKind, Teaching
+from sim.worlds.base import Array, Data, Dyn, MetricInfo, Params, World
 
 
 class ChainState(NamedTuple):
-    params: Params  # the newest generation's model (next generation's teacher)
+    params: Params  # the newest generation's model (next generation's teacher by default)
     pool: Any  # the mix policy's state (accumulated data or its statistics, or nothing)
+    teachers: Any = ()  # the teacher choice's other models (sim.teacher.Teachers), or ()
 
 
 def _generation_keys(key: Array, generation: Array | int) -> tuple[Array, ...]:
@@ -37,6 +46,8 @@ def _generation_keys(key: Array, generation: Array | int) -> tuple[Array, ...]:
 class Chain(NamedTuple):
     world: World
     mix: Mix
+    curation: Curation | None = None  # None: filter=none
+    teaching: Teaching = Teaching(TeacherKind.previous, 1)
 
     @property
     def summarises(self) -> bool:
@@ -44,11 +55,35 @@ class Chain(NamedTuple):
         return (self.mix.policy in (MixPolicy.replace, MixPolicy.accumulate)
                 and hasattr(self.world, "statistics"))
 
-    def _synthetic_statistics(self, key: Array, params: Params, dyn: Dyn) -> Any:
+    @property
+    def metric_info(self) -> dict[str, MetricInfo]:
+        """Every metric a generation records: the world's, then the curation's."""
+        return {**self.world.metric_info, **(CURATION_INFO if self.curation else {})}
+
+    def _produce(self, key: Array, state: ChainState, dyn: Dyn
+                 ) -> tuple[Data, Array | None, dict[str, Array]]:
+        """The teacher's n samples, their curation weights (None: unfiltered) and the
+        curation metrics."""
         n = self.world.n_samples
-        if hasattr(self.world, "sample_statistics"):
-            return self.world.sample_statistics(key, params, n, dyn)
-        return self.world.statistics(self.world.generate(key, params, n, dyn), jnp.ones(n))
+        synthetic = self.teaching.generate(self.world, key, state.params, state.teachers, n,
+                                           dyn)
+        if self.curation is None:
+            return synthetic, None, {}
+        weights_N, metrics = self.curation(
+            jax.random.fold_in(key, 1), synthetic, dyn,
+            self.teaching.log_likelihood(self.world, state.params, state.teachers))
+        return synthetic, weights_N, metrics
+
+    def _synthetic_statistics(self, key: Array, state: ChainState, dyn: Dyn
+                              ) -> tuple[Any, dict[str, Array]]:
+        n = self.world.n_samples
+        teacher = self.teaching.single(state.params, state.teachers)
+        if (self.curation is None and teacher is not None
+                and hasattr(self.world, "sample_statistics")):
+            return self.world.sample_statistics(key, teacher, n, dyn), {}
+        synthetic, weights_N, metrics = self._produce(key, state, dyn)
+        weights_N = jnp.ones(n) if weights_N is None else weights_N
+        return self.world.statistics(synthetic, weights_N), metrics
 
     def start(self, key: Array, dyn: Dyn) -> tuple[ChainState, dict[str, Array]]:
         """Generation 0: fit on n real samples, measure."""
@@ -60,24 +95,29 @@ class Chain(NamedTuple):
             pool = self.world.statistics(real, jnp.ones(self.world.n_samples))
         else:
             pool = self.mix.init(real)
-        return ChainState(params, pool), metrics
+        if self.curation is not None:
+            metrics = {**metrics, **self.curation.unfiltered()}
+        return ChainState(params, pool, self.teaching.init(params)), metrics
 
     def step(self, state: ChainState, generation: Array, key: Array,
              dyn: Dyn) -> tuple[ChainState, dict[str, Array]]:
         """Generation g >= 1: the previous model teaches, a new model is fitted and measured."""
         k_real, k_synth, k_mix, k_fit, k_measure = _generation_keys(key, generation)
+        teacher = self.teaching.single(state.params, state.teachers)
+        teacher = state.params if teacher is None else teacher  # an ensemble's newest member
         if self.summarises:
-            statistics = self._synthetic_statistics(k_synth, state.params, dyn)
+            statistics, curated = self._synthetic_statistics(k_synth, state, dyn)
             pool = state.pool
             if self.mix.policy is MixPolicy.accumulate:
                 pool = statistics = jax.tree.map(jnp.add, state.pool, statistics)
             params = self.world.fit_statistics(statistics)
         else:
             n = self.world.n_samples
-            synthetic = self.world.generate(k_synth, state.params, n, dyn)
+            synthetic, synthetic_weights_N, curated = self._produce(k_synth, state, dyn)
             real = self.world.sample_real(k_real, n) if self.mix.needs_real else None
             pool, data, weights_N = self.mix(state.pool, k_mix, generation, real, synthetic,
-                                             dyn)
-            params = self.world.fit(k_fit, data, weights_N, dyn, state.params)
-        metrics = self.world.measure(k_measure, params, state.params, dyn)
-        return ChainState(params, pool), metrics
+                                             dyn, synthetic_weights_N)
+            params = self.world.fit(k_fit, data, weights_N, dyn, teacher)
+        metrics = self.world.measure(k_measure, params, teacher, dyn)
+        teachers = self.teaching.update(state.teachers, params, generation)
+        return ChainState(params, pool, teachers), {**metrics, **curated}

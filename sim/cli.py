@@ -89,7 +89,8 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     ds = experiment.run(built, swept_values(cfg), OmegaConf.to_yaml(cfg))
     path = write_atomic(ds, out_dir / RESULTS)
-    headline = built.chain.world.headline
+    headline = built.chain.world.headline + (
+        ("kept_fraction", "verifier_precision") if built.chain.curation else ())
     print(format_summary(ds, headline))
     if built.grid:
         print(format_points(ds, headline, [key for key, _ in built.grid]))

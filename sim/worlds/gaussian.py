@@ -85,6 +85,17 @@ def w2_gaussians(m1_D: Array, c1_DxD: Array, m2_D: Array, c2_sqrt_DxD: Array) ->
     return jnp.sqrt(jnp.clip(sq, 0.0))
 
 
+def gaussian_log_density(x_NxD: Array, mean_D: Array, cov_DxD: Array) -> Array:
+    """log N(x | mean, cov) of every row (N,), by a symmetric eigendecomposition whose
+    eigenvalues are floored at 1e-12 of the largest (a collapsed covariance stays finite)."""
+    evals_D, evecs_DxD = jnp.linalg.eigh(cov_DxD)
+    floor = jnp.maximum(1e-12 * evals_D.max(), jnp.finfo(cov_DxD.dtype).tiny)
+    evals_D = jnp.maximum(evals_D, floor)
+    z_NxD = (x_NxD - mean_D) @ evecs_DxD / jnp.sqrt(evals_D)
+    d = x_NxD.shape[1]
+    return -0.5 * ((z_NxD**2).sum(1) + jnp.log(evals_D).sum() + d * np.log(2 * np.pi))
+
+
 def _root(cov_DxD: Array) -> Array:
     """R with R R' = cov. A symmetric eigendecomposition rather than Cholesky: a collapsed
     chain's covariance can reach singularity in float32, and sampling must then return the
@@ -169,6 +180,14 @@ class GaussianWorld:
         del dyn
         mean_D, cov_DxD = params
         return mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ _root(cov_DxD).T
+
+    def truth_log_likelihood(self, x_NxD: Array) -> Array:
+        """log N(x | mu, Sigma) of every sample under the truth (the curation's verifier)."""
+        return gaussian_log_density(x_NxD, self.mean_D, self.sqrt_DxD @ self.sqrt_DxD)
+
+    def log_likelihood(self, params: tuple[Array, Array], x_NxD: Array) -> Array:
+        """log N(x | mu_hat, Sigma_hat) of every sample under a fitted model."""
+        return gaussian_log_density(x_NxD, *params)
 
     def measure(self, key: Array, params: tuple[Array, Array],
                 teacher: Params = None, dyn: Dyn | None = None) -> dict[str, Array]:

@@ -335,6 +335,14 @@ class GmmWorld:
         return fit_gmm(key, data, weights_N, self.fit_components, self.cfg.em_iters,
                        self.cfg.reg_covar)
 
+    def truth_log_likelihood(self, x_NxD: Array) -> Array:
+        """log p(x) of every sample under the true mixture (the curation's verifier)."""
+        return gmm_log_prob(self.truth, x_NxD)
+
+    def log_likelihood(self, params: GmmParams, x_NxD: Array) -> Array:
+        """log p_hat(x) of every sample under a fitted mixture."""
+        return gmm_log_prob(params, x_NxD)
+
     def generate(self, key: Array, params: GmmParams, n: int, dyn: Dyn) -> Array:
         del dyn
         k_label, k_noise = jax.random.split(key)
