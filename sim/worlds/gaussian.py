@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sim.errors import require
+from sim.metrics.fidelity import FIDELITY_INFO, precision_recall_density_coverage
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
 
 
@@ -36,6 +37,11 @@ class GaussianConfig(WorldConfig):
     covariance: Covariance = Covariance.isotropic
     scale: float = 1.0
     truth_seed: int = 0
+    # precision, recall, density, coverage of fidelity_points model samples against as many
+    # held-out real points (drawn once from truth_seed), k = fidelity_k; 0 = not measured
+    # (O(fidelity_points^2) per lane and generation)
+    fidelity_points: int = 0
+    fidelity_k: int = 5
 
 
 def true_covariance(cfg: GaussianConfig) -> np.ndarray:
@@ -129,6 +135,9 @@ class GaussianWorld:
         require(cfg.n_samples > cfg.dim, "world.n_samples", cfg.n_samples,
                 f"more than world.dim={cfg.dim} samples, so the fitted covariance is "
                 "non-singular")
+        require(cfg.fidelity_points == 0 or cfg.fidelity_points > cfg.fidelity_k >= 1,
+                "world.fidelity_points", cfg.fidelity_points,
+                f"0 (off) or an integer > world.fidelity_k={cfg.fidelity_k} >= 1")
         self.cfg = cfg
         self.n_samples = cfg.n_samples
         self.min_rows = cfg.dim + 1
@@ -140,6 +149,11 @@ class GaussianWorld:
         self.sqrt_DxD = jnp.asarray(evecs @ np.diag(np.sqrt(evals)) @ evecs.T, jnp.float32)
         self.trace = float(np.trace(sigma))
         self.logdet = float(np.linalg.slogdet(sigma)[1])
+        if cfg.fidelity_points:
+            self.metric_info = {**self.metric_info, **FIDELITY_INFO}
+            z = np.random.default_rng([cfg.truth_seed, 1]).standard_normal(
+                (cfg.fidelity_points, cfg.dim))
+            self.x_test_TxD = jnp.asarray(z @ np.linalg.cholesky(sigma).T, jnp.float32)
 
     def sample_real(self, key: Array, n: int) -> Array:
         return self.mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ self.chol_DxD.T
@@ -191,11 +205,16 @@ class GaussianWorld:
 
     def measure(self, key: Array, params: tuple[Array, Array],
                 teacher: Params = None, dyn: Dyn | None = None) -> dict[str, Array]:
-        del key, teacher, dyn
+        del teacher
         mean_D, cov_DxD = params
-        return {
+        metrics = {
             "w2_to_truth": w2_gaussians(mean_D, cov_DxD, self.mean_D, self.sqrt_DxD),
             "mean_error": jnp.sum((mean_D - self.mean_D) ** 2),
             "cov_trace_ratio": jnp.trace(cov_DxD) / self.trace,
             "cov_logdet_ratio": jnp.linalg.slogdet(cov_DxD)[1] - self.logdet,
         }
+        if self.cfg.fidelity_points:
+            fake_MxD = self.generate(key, params, self.cfg.fidelity_points, dyn)
+            metrics.update(precision_recall_density_coverage(
+                self.x_test_TxD, fake_MxD, self.cfg.fidelity_k)._asdict())
+        return metrics

@@ -48,7 +48,7 @@ from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
 from sim.errors import require
-from sim.metrics.fidelity import precision_recall_density_coverage
+from sim.metrics.fidelity import FIDELITY_INFO, precision_recall_density_coverage
 from sim.worlds.gaussian import fit_gaussian
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
 
@@ -218,22 +218,6 @@ def fit_gmm(key: Array, x_NxD: Array, w_N: Array, k: int, iters: int,
     log_weights_K, means_KxD, covs_KxDxD, _ = lax.scan(em_step, state, None, length=iters)[0]
     weights_K = jnp.exp(log_weights_K)
     return GmmParams(weights_K / weights_K.sum(), means_KxD, covs_KxDxD)
-
-
-FIDELITY_INFO = {
-    "precision": MetricInfo(
-        "precision", "", "share of fidelity_points generated points inside the k-NN ball of "
-        "some held-out real point (Kynkaanniemi et al. 2019; k = fidelity_k): quality"),
-    "recall": MetricInfo(
-        "recall", "", "share of fidelity_points held-out real points inside the k-NN ball of "
-        "some generated point (Kynkaanniemi et al. 2019): diversity"),
-    "density": MetricInfo(
-        "density", "", "mean number of real k-NN balls holding a generated point, over k "
-        "(Naeem et al. 2020): about 1 for samples of the true law"),
-    "coverage": MetricInfo(
-        "coverage", "", "share of real k-NN balls holding a generated point (Naeem et al. "
-        "2020): about 1 - 2^-k for samples of the true law, lower as modes are lost"),
-}
 
 
 class GmmWorld:
