@@ -22,8 +22,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sim.worlds.base import MetricInfo
-
 Array = jax.Array
 
 
@@ -61,21 +59,3 @@ def precision_recall_density_coverage(real_NxD: Array, fake_MxD: Array,
         recall=jnp.mean(jnp.any(in_fake_ball_NxM, axis=1)),
         density=jnp.sum(in_real_ball_NxM) / (k * fake_MxD.shape[0]),
         coverage=jnp.mean(jnp.any(in_real_ball_NxM, axis=1)))
-
-
-# How the four measures are described in a world's results (its config names the points
-# and k as fidelity_points and fidelity_k).
-FIDELITY_INFO = {
-    "precision": MetricInfo(
-        "precision", "", "share of fidelity_points generated points inside the k-NN ball of "
-        "some held-out real point (Kynkaanniemi et al. 2019; k = fidelity_k): quality"),
-    "recall": MetricInfo(
-        "recall", "", "share of fidelity_points held-out real points inside the k-NN ball of "
-        "some generated point (Kynkaanniemi et al. 2019): diversity"),
-    "density": MetricInfo(
-        "density", "", "mean number of real k-NN balls holding a generated point, over k "
-        "(Naeem et al. 2020): about 1 for samples of the true law"),
-    "coverage": MetricInfo(
-        "coverage", "", "share of real k-NN balls holding a generated point (Naeem et al. "
-        "2020): about 1 - 2^-k for samples of the true law, lower as modes are lost"),
-}

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sim.errors import require
-from sim.metrics.fidelity import FIDELITY_INFO, precision_recall_density_coverage
+from sim.metrics.fidelity import precision_recall_density_coverage
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
 
 
@@ -108,6 +108,24 @@ def _root(cov_DxD: Array) -> Array:
     mean, not NaN."""
     evals_D, evecs_DxD = jnp.linalg.eigh(cov_DxD)
     return evecs_DxD * jnp.sqrt(jnp.clip(evals_D, 0.0))
+
+
+# The k-NN quality and diversity measures (sim/metrics/fidelity.py) as results variables; a
+# world's config names the points and k as fidelity_points and fidelity_k.
+FIDELITY_INFO = {
+    "precision": MetricInfo(
+        "precision", "", "share of fidelity_points generated points inside the k-NN ball of "
+        "some held-out real point (Kynkaanniemi et al. 2019; k = fidelity_k): quality"),
+    "recall": MetricInfo(
+        "recall", "", "share of fidelity_points held-out real points inside the k-NN ball of "
+        "some generated point (Kynkaanniemi et al. 2019): diversity"),
+    "density": MetricInfo(
+        "density", "", "mean number of real k-NN balls holding a generated point, over k "
+        "(Naeem et al. 2020): about 1 for samples of the true law"),
+    "coverage": MetricInfo(
+        "coverage", "", "share of real k-NN balls holding a generated point (Naeem et al. "
+        "2020): about 1 - 2^-k for samples of the true law, lower as modes are lost"),
+}
 
 
 class GaussianWorld:

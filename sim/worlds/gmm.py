@@ -48,8 +48,8 @@ from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
 from sim.errors import require
-from sim.metrics.fidelity import FIDELITY_INFO, precision_recall_density_coverage
-from sim.worlds.gaussian import fit_gaussian
+from sim.metrics.fidelity import precision_recall_density_coverage
+from sim.worlds.gaussian import FIDELITY_INFO, fit_gaussian
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
 
 _LOG_2PI = math.log(2 * math.pi)
