@@ -163,3 +163,39 @@ def test_weighted_pools_carry_the_filters_weights():
     # two real slots, then the two kept synthetic rows (none lost to the real slots)
     np.testing.assert_array_equal(data, [0, 0, 1, 3])
     np.testing.assert_array_equal(w, [1, 1, 1, 1])
+
+
+def test_filter_settings_sweep_as_lanes_only_where_the_filter_reads_them():
+    from sim.grid import FilterGrid, GridConfig
+    base = Config(world=GaussianConfig(dim=2, n_samples=40), generations=2, seeds=3,
+                  filter=FilterConfig(kind=Filter.truth_likelihood), progress=False)
+    swept = _run(dataclasses.replace(base, grid=GridConfig(filter=FilterGrid(
+        noise=[0.0, 100.0], keep=[0.5, 0.75]))))
+    assert swept.kept_fraction.dims == ("generation", "seed", "filter.keep", "filter.noise")
+    np.testing.assert_array_equal(swept.kept_fraction.isel(generation=1, seed=0),
+                                  [[0.5, 0.5], [0.75, 0.75]])
+    precision = swept.verifier_precision.isel(generation=slice(1, None))
+    assert (precision.sel({"filter.noise": 0.0}) == 1).all()
+    alone = _run(dataclasses.replace(base, filter=FilterConfig(
+        kind=Filter.truth_likelihood, keep=0.75, noise=100.0)))
+    np.testing.assert_allclose(swept.w2_to_truth.sel({"filter.keep": 0.75, "filter.noise": 100.0}),
+                               alone.w2_to_truth, rtol=1e-5)
+    with pytest.raises(ConfigError, match=r"^grid.filter.noise=\[0.0, 1.0\] is not allowed: "
+                       r"only with filter=truth_likelihood \(this run has "
+                       r"filter=self_likelihood\)"):
+        experiment.build(dataclasses.replace(base, filter=FilterConfig(
+            kind=Filter.self_likelihood), grid=GridConfig(filter=FilterGrid(noise=[0, 1]))))
+
+
+def test_markov_lm_scores_a_sequence_by_its_true_chain():
+    from sim.distill import DistillConfig, SamplingConfig, StudentConfig, TrainConfig
+    from sim.worlds.markov_lm import MarkovLMConfig, MarkovLMWorld
+    world = MarkovLMWorld(MarkovLMConfig(vocab_size=8, seq_len=4, eval_sequences=4),
+                          DistillConfig(), SamplingConfig(), TrainConfig(), StudentConfig())
+    tokens = np.array([[0, 3, 3, 1], [7, 2, 0, 0]])
+    expected = [np.log(world.pi_V[s[0]]) + sum(np.log(world.p_VxV[a, b])
+                                               for a, b in zip(s[:-1], s[1:]))
+                for s in tokens]
+    np.testing.assert_allclose(world.truth_log_likelihood(jnp.asarray(tokens)), expected,
+                               rtol=1e-5)
+    assert not hasattr(world, "log_likelihood")  # self_likelihood: refused
