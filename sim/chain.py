@@ -11,11 +11,15 @@ Under ``mix=replace`` and ``mix=accumulate`` a world with sufficient statistics
 accumulating chain keeps their running sum instead of the growing pool (O(n) a generation
 rather than O(g n)), and a world that can draw the statistics of its own samples directly
 (``sample_statistics``: the Gaussian's, in O(d^2) rather than O(n d)) never materialises
-them. Other worlds and policies go through the data.
+them; under ``mix=replace`` a world that can draw the fit on its own samples directly
+(``refit``: the Gaussian's Cholesky factor times a Bartlett factor) skips the statistics
+too. Other worlds and policies go through the data.
 
-A filter (``sim.curation``) weighs each generation's synthetic rows before they are mixed;
-the summarising chain then draws the rows, weighs them and sums their weighted statistics
-(never ``sample_statistics``, which has no rows to filter). The teacher choice
+A filter (``sim.curation``) weighs each generation's synthetic rows before they are mixed,
+and an ensemble teacher draws each row from one of its members: under ``accumulate`` the
+summarising chain then draws the rows and sums their weighted statistics (never
+``sample_statistics`` or ``refit``, which have no rows to filter); under ``replace`` it
+fits the weighted rows. The teacher choice
 (``sim.teacher``) decides which model produces the data (and is the fit's and the
 measure's ``teacher``); the chain state carries the models it needs besides the newest.
 """
@@ -46,14 +50,30 @@ def _generation_keys(key: Array, generation: Array | int) -> tuple[Array, ...]:
 class Chain(NamedTuple):
     world: World
     mix: Mix
+    # Fit lane by lane when the chain's lanes are vmapped (``sim.lanes.sequential_fit``):
+    # the other phases stay vmapped.
+    sequential_fit: bool = False
     curation: Curation | None = None  # None: filter=none
     teaching: Teaching = Teaching(TeacherKind.previous, 1)
 
+    def _fit(self, *args: Any) -> Params:
+        fit = self.world.fit
+        return (jax.custom_batching.sequential_vmap(fit) if self.sequential_fit else fit)(*args)
+
     @property
     def summarises(self) -> bool:
-        """Whether the chain fits from the world's sufficient statistics, not data."""
-        return (self.mix.policy in (MixPolicy.replace, MixPolicy.accumulate)
+        """Whether the chain fits from the world's sufficient statistics, not data: under
+        ``accumulate``, and under ``replace`` where the model's own samples need not be
+        drawn (no filter, one teacher); drawn samples are fitted directly (the Gaussian's
+        fit from data is the more precise near collapse)."""
+        return ((self.mix.policy is MixPolicy.accumulate
+                 or (self.mix.policy is MixPolicy.replace and self._own_samples))
                 and hasattr(self.world, "statistics"))
+
+    @property
+    def _own_samples(self) -> bool:
+        """Whether generation g learns from unfiltered samples of one model."""
+        return self.curation is None and self.teaching.kind is not TeacherKind.ensemble
 
     @property
     def metric_info(self) -> dict[str, MetricInfo]:
@@ -77,9 +97,8 @@ class Chain(NamedTuple):
     def _synthetic_statistics(self, key: Array, state: ChainState, dyn: Dyn
                               ) -> tuple[Any, dict[str, Array]]:
         n = self.world.n_samples
-        teacher = self.teaching.single(state.params, state.teachers)
-        if (self.curation is None and teacher is not None
-                and hasattr(self.world, "sample_statistics")):
+        if self._own_samples and hasattr(self.world, "sample_statistics"):
+            teacher = self.teaching.single(state.params, state.teachers)
             return self.world.sample_statistics(key, teacher, n, dyn), {}
         synthetic, weights_N, metrics = self._produce(key, state, dyn)
         weights_N = jnp.ones(n) if weights_N is None else weights_N
@@ -89,7 +108,7 @@ class Chain(NamedTuple):
         """Generation 0: fit on n real samples, measure."""
         k_real, _, _, k_fit, k_measure = _generation_keys(key, 0)
         real = self.world.sample_real(k_real, self.world.n_samples)
-        params = self.world.fit(k_fit, real, jnp.ones(self.world.n_samples), dyn, None)
+        params = self._fit(k_fit, real, jnp.ones(self.world.n_samples), dyn, None)
         metrics = self.world.measure(k_measure, params, None, dyn)
         if self.mix.policy is MixPolicy.accumulate and self.summarises:
             pool = self.world.statistics(real, jnp.ones(self.world.n_samples))
@@ -105,7 +124,12 @@ class Chain(NamedTuple):
         k_real, k_synth, k_mix, k_fit, k_measure = _generation_keys(key, generation)
         teacher = self.teaching.single(state.params, state.teachers)
         teacher = state.params if teacher is None else teacher  # an ensemble's newest member
-        if self.summarises:
+        curated = {}
+        if (self.summarises and self.mix.policy is MixPolicy.replace
+                and hasattr(self.world, "refit")):
+            pool = state.pool
+            params = self.world.refit(k_synth, teacher, self.world.n_samples, dyn)
+        elif self.summarises:
             statistics, curated = self._synthetic_statistics(k_synth, state, dyn)
             pool = state.pool
             if self.mix.policy is MixPolicy.accumulate:
@@ -117,7 +141,7 @@ class Chain(NamedTuple):
             real = self.world.sample_real(k_real, n) if self.mix.needs_real else None
             pool, data, weights_N = self.mix(state.pool, k_mix, generation, real, synthetic,
                                              dyn, synthetic_weights_N)
-            params = self.world.fit(k_fit, data, weights_N, dyn, teacher)
+            params = self._fit(k_fit, data, weights_N, dyn, teacher)
         metrics = self.world.measure(k_measure, params, teacher, dyn)
         teachers = self.teaching.update(state.teachers, params, generation)
         return ChainState(params, pool, teachers), {**metrics, **curated}

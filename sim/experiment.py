@@ -22,7 +22,7 @@ from sim.distill import check_closed_form, dynamic_settings
 from sim.divergence import DIVERGED_INFO, mark_diverged
 from sim.distill import validate as validate_distill
 from sim.errors import require
-from sim.lanes import lane_keys, resolve_strategy, run_lanes
+from sim.lanes import lane_keys, resolve_strategy, run_lanes, sequential_fit
 from sim.metrics.retention import RETENTION_INFO, relative_metrics, retention_metrics
 from sim.mix import make_mix
 from sim.mix import validate as validate_mix
@@ -71,7 +71,8 @@ def build(cfg: Config) -> Experiment:
            "mix.real_fraction_decay": cfg.mix.real_fraction_decay,
            "filter.keep": cfg.filter.keep, "filter.noise": cfg.filter.noise,
            **dynamic_settings(cfg.distill, cfg.sampling, cfg.train)}
-    chain = Chain(world, mix, curation if curation.active else None, teaching)
+    chain = Chain(world, mix, sequential_fit(cfg.lanes, world),
+                  curation=curation if curation.active else None, teaching=teaching)
     return Experiment(cfg, chain, dyn, grid)
 
 

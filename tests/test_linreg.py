@@ -85,3 +85,39 @@ def test_the_fit_is_the_ridge_closed_form_on_the_weighted_rows(ridge):
     xw = x * weights[:, None]
     expected = np.linalg.solve(xw.T @ x + ridge * np.eye(5), xw.T @ y)
     np.testing.assert_allclose(w_hat, expected, rtol=2e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("real_fraction", [0.25, 0.6])
+def test_partly_fresh_chains_follow_the_exact_error_recursion(real_fraction):
+    # Rows R = the first round(f n) design rows get real labels, the rest S the previous
+    # model's: w_g - w = A (w_{g-1} - w) + eta_g with A = (X'X)^-1 X_S'X_S and eta_g ~
+    # N(0, sigma^2 (X'X)^-1), so the error covariance obeys C_g = A C_{g-1} A' + C_0.
+    world = LinregWorld(WORLD)
+    x, x_test = np.asarray(world.x_TxD, np.float64), np.asarray(world.x_test_MxD, np.float64)
+    inv = np.linalg.inv(x.T @ x)
+    x_s = x[round(real_fraction * WORLD.n_samples):]
+    a = inv @ x_s.T @ x_s
+    c0 = WORLD.noise**2 * inv
+    ds = _run(MixPolicy.fresh, real_fraction=real_fraction)
+    c = c0
+    for g in range(11):
+        if g in (1, 4, 10):
+            assert_mean(ds.weight_error.sel(generation=g), np.trace(c))
+            assert_mean(ds.test_mse.sel(generation=g), np.trace(x_test @ c @ x_test.T)
+                        / len(x_test))
+        c = a @ c @ a.T + c0
+
+
+def test_a_subsample_as_large_as_every_pool_is_plain_accumulation():
+    generations = 3
+    cfg = Config(world=WORLD, mix=MixConfig(policy=MixPolicy.accumulate_subsample,
+                                            subsample_size=(generations + 1) * 20),
+                 generations=generations, seeds=50, progress=False)
+    subsampled = experiment.run(experiment.build(cfg))
+    accumulated = _run(MixPolicy.accumulate, generations=generations, seeds=50)
+    np.testing.assert_allclose(subsampled.weight_error, accumulated.weight_error, rtol=1e-5)
+    smaller = experiment.run(experiment.build(Config(
+        world=WORLD, mix=MixConfig(policy=MixPolicy.accumulate_subsample, subsample_size=20),
+        generations=generations, seeds=50, progress=False)))
+    assert not np.allclose(smaller.weight_error.isel(generation=-1),
+                           accumulated.weight_error.isel(generation=-1))

@@ -1,5 +1,7 @@
 """Metric functions: hand-computed cases and property-based bounds and invariances."""
 
+import gzip
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -192,11 +194,21 @@ def test_trait_rate_is_a_share_or_nan_and_order_free(tokens, trigger, continuati
         rate, nan_ok=True)
 
 
-def test_compression_ratio_separates_repetitive_from_random():
+def test_compression_ratio_is_raw_over_gzip_bytes_of_one_byte_a_token():
+    # Tokens below 256 are one byte each, larger ones four (little-endian uint32), and the
+    # ratio is raw bytes over gzip -9 bytes without a timestamp. Uniformly random bytes do
+    # not compress: gzip stores them, so its 18-byte frame and 5-byte stored-block header
+    # make the ratio exactly 512 / 535 whatever zlib is installed.
+    def gzip_bytes(raw: bytes) -> int:
+        return len(gzip.compress(raw, compresslevel=9, mtime=0))
+
     rng = np.random.default_rng(0)
-    repetitive = compression_ratio(np.zeros((8, 64), np.int32))
-    random = compression_ratio(rng.integers(0, 256, (8, 64)).astype(np.int32))
-    assert repetitive > 10 and random < 1.2
+    assert compression_ratio(np.zeros((8, 64), np.int32)) == np.float32(
+        512 / gzip_bytes(bytes(512)))
+    assert compression_ratio(np.full((8, 64), 300, np.int32)) == np.float32(
+        2048 / gzip_bytes(np.full(512, 300, "<u4").tobytes()))
+    assert compression_ratio(rng.integers(0, 256, (8, 64)).astype(np.int32)) == np.float32(
+        512 / 535)
 
 
 def test_classification_metrics_by_hand():
