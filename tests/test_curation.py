@@ -204,3 +204,38 @@ def test_markov_lm_scores_a_sequence_by_its_true_chain():
     np.testing.assert_allclose(world.truth_log_likelihood(jnp.asarray(tokens)), expected,
                                rtol=1e-5)
     assert not hasattr(world, "log_likelihood")  # self_likelihood: refused
+
+
+def test_world_scores_are_the_log_densities():
+    from sim.distill import DistillConfig, SamplingConfig, StudentConfig, TrainConfig
+    from sim.worlds import make_world
+    from sim.worlds.gaussian import Covariance, GaussianParams, true_covariance
+    from sim.worlds.gmm import GmmConfig
+
+    def build(cfg):
+        return make_world(cfg, DistillConfig(), SamplingConfig(), TrainConfig(),
+                          StudentConfig())
+
+    cfg = GaussianConfig(dim=3, covariance=Covariance.random)
+    gaussian = build(cfg)
+    x = np.asarray(gaussian.sample_real(jax.random.key(0), 5))
+    np.testing.assert_allclose(gaussian.truth_log_likelihood(jnp.asarray(x)),
+                               stats.multivariate_normal(np.zeros(3), true_covariance(cfg))
+                               .logpdf(x), rtol=1e-4)
+    chol = np.array([[2.0, 0, 0], [0.5, 1.0, 0], [0.1, -0.3, 0.5]])
+    model = GaussianParams(jnp.ones(3), jnp.asarray(chol, jnp.float32))
+    np.testing.assert_allclose(gaussian.log_likelihood(model, jnp.asarray(x)),
+                               stats.multivariate_normal(np.ones(3), chol @ chol.T).logpdf(x),
+                               rtol=1e-4)
+    linreg = build(LinregConfig(n_samples=20, dim=3, noise=0.5))
+    data = linreg.sample_real(jax.random.key(1), 20)
+    mean = np.asarray(linreg.x_TxD) @ np.asarray(linreg.w_D)
+    np.testing.assert_allclose(linreg.truth_log_likelihood(data),
+                               stats.norm(mean, 0.5).logpdf(np.asarray(data["y"])), rtol=1e-4)
+    gmm = build(GmmConfig(dim=2, components=2, n_test=10, fidelity_points=8))
+    x = gmm.sample_real(jax.random.key(2), 6)
+    pi, means = gmm.true_weights_K, gmm.true_means_KxD
+    expected = np.log(sum(p * stats.multivariate_normal(m, np.eye(2)).pdf(np.asarray(x))
+                          for p, m in zip(pi, means)))
+    np.testing.assert_allclose(gmm.truth_log_likelihood(x), expected, rtol=1e-4)
+    np.testing.assert_allclose(gmm.log_likelihood(gmm.truth, x), expected, rtol=1e-4)
