@@ -14,6 +14,14 @@ rather than O(g n)), and a world that can draw the statistics of its own samples
 them; under ``mix=replace`` a world that can draw the fit on its own samples directly
 (``refit``: the Gaussian's Cholesky factor times a Bartlett factor) skips the statistics
 too. Other worlds and policies go through the data.
+
+A filter (``sim.curation``) weighs each generation's synthetic rows before they are mixed,
+and an ensemble teacher draws each row from one of its members: under ``accumulate`` the
+summarising chain then draws the rows and sums their weighted statistics (never
+``sample_statistics`` or ``refit``, which have no rows to filter); under ``replace`` it
+fits the weighted rows. The teacher choice
+(``sim.teacher``) decides which model produces the data (and is the fit's and the
+measure's ``teacher``); the chain state carries the models it needs besides the newest.
 """
 
 from __future__ import annotations
@@ -23,13 +31,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sim.curation import CURATION_INFO, Curation
 from sim.mix import Mix, MixPolicy
-from sim.worlds.base import Array, Dyn, Params, World
+from sim.teacher import TeacherKind, Teaching
+from sim.worlds.base import Array, Data, Dyn, MetricInfo, Params, World
 
 
 class ChainState(NamedTuple):
-    params: Params  # the newest generation's model (next generation's teacher)
+    params: Params  # the newest generation's model (next generation's teacher by default)
     pool: Any  # the mix policy's state (accumulated data or its statistics, or nothing)
+    teachers: Any = ()  # the teacher choice's other models (sim.teacher.Teachers), or ()
 
 
 def _generation_keys(key: Array, generation: Array | int) -> tuple[Array, ...]:
@@ -42,6 +53,8 @@ class Chain(NamedTuple):
     # Fit lane by lane when the chain's lanes are vmapped (``sim.lanes.sequential_fit``):
     # the other phases stay vmapped.
     sequential_fit: bool = False
+    curation: Curation | None = None  # None: filter=none
+    teaching: Teaching = Teaching(TeacherKind.previous, 1)
 
     def _fit(self, *args: Any) -> Params:
         fit = self.world.fit
@@ -49,15 +62,47 @@ class Chain(NamedTuple):
 
     @property
     def summarises(self) -> bool:
-        """Whether the chain fits from the world's sufficient statistics, not data."""
-        return (self.mix.policy in (MixPolicy.replace, MixPolicy.accumulate)
+        """Whether the chain fits from the world's sufficient statistics, not data: under
+        ``accumulate``, and under ``replace`` where the model's own samples need not be
+        drawn (no filter, one teacher); drawn samples are fitted directly (the Gaussian's
+        fit from data is the more precise near collapse)."""
+        return ((self.mix.policy is MixPolicy.accumulate
+                 or (self.mix.policy is MixPolicy.replace and self._own_samples))
                 and hasattr(self.world, "statistics"))
 
-    def _synthetic_statistics(self, key: Array, params: Params, dyn: Dyn) -> Any:
+    @property
+    def _own_samples(self) -> bool:
+        """Whether generation g learns from unfiltered samples of one model."""
+        return self.curation is None and self.teaching.kind is not TeacherKind.ensemble
+
+    @property
+    def metric_info(self) -> dict[str, MetricInfo]:
+        """Every metric a generation records: the world's, then the curation's."""
+        return {**self.world.metric_info, **(CURATION_INFO if self.curation else {})}
+
+    def _produce(self, key: Array, state: ChainState, dyn: Dyn
+                 ) -> tuple[Data, Array | None, dict[str, Array]]:
+        """The teacher's n samples, their curation weights (None: unfiltered) and the
+        curation metrics."""
         n = self.world.n_samples
-        if hasattr(self.world, "sample_statistics"):
-            return self.world.sample_statistics(key, params, n, dyn)
-        return self.world.statistics(self.world.generate(key, params, n, dyn), jnp.ones(n))
+        synthetic = self.teaching.generate(self.world, key, state.params, state.teachers, n,
+                                           dyn)
+        if self.curation is None:
+            return synthetic, None, {}
+        weights_N, metrics = self.curation(
+            jax.random.fold_in(key, 1), synthetic, dyn,
+            self.teaching.log_likelihood(self.world, state.params, state.teachers))
+        return synthetic, weights_N, metrics
+
+    def _synthetic_statistics(self, key: Array, state: ChainState, dyn: Dyn
+                              ) -> tuple[Any, dict[str, Array]]:
+        n = self.world.n_samples
+        if self._own_samples and hasattr(self.world, "sample_statistics"):
+            teacher = self.teaching.single(state.params, state.teachers)
+            return self.world.sample_statistics(key, teacher, n, dyn), {}
+        synthetic, weights_N, metrics = self._produce(key, state, dyn)
+        weights_N = jnp.ones(n) if weights_N is None else weights_N
+        return self.world.statistics(synthetic, weights_N), metrics
 
     def start(self, key: Array, dyn: Dyn) -> tuple[ChainState, dict[str, Array]]:
         """Generation 0: fit on n real samples, measure."""
@@ -69,28 +114,34 @@ class Chain(NamedTuple):
             pool = self.world.statistics(real, jnp.ones(self.world.n_samples))
         else:
             pool = self.mix.init(real)
-        return ChainState(params, pool), metrics
+        if self.curation is not None:
+            metrics = {**metrics, **self.curation.unfiltered()}
+        return ChainState(params, pool, self.teaching.init(params)), metrics
 
     def step(self, state: ChainState, generation: Array, key: Array,
              dyn: Dyn) -> tuple[ChainState, dict[str, Array]]:
         """Generation g >= 1: the previous model teaches, a new model is fitted and measured."""
         k_real, k_synth, k_mix, k_fit, k_measure = _generation_keys(key, generation)
-        if self.summarises and self.mix.policy is MixPolicy.replace and hasattr(
-                self.world, "refit"):
+        teacher = self.teaching.single(state.params, state.teachers)
+        teacher = state.params if teacher is None else teacher  # an ensemble's newest member
+        curated = {}
+        if (self.summarises and self.mix.policy is MixPolicy.replace
+                and hasattr(self.world, "refit")):
             pool = state.pool
-            params = self.world.refit(k_synth, state.params, self.world.n_samples, dyn)
+            params = self.world.refit(k_synth, teacher, self.world.n_samples, dyn)
         elif self.summarises:
-            statistics = self._synthetic_statistics(k_synth, state.params, dyn)
+            statistics, curated = self._synthetic_statistics(k_synth, state, dyn)
             pool = state.pool
             if self.mix.policy is MixPolicy.accumulate:
                 pool = statistics = jax.tree.map(jnp.add, state.pool, statistics)
             params = self.world.fit_statistics(statistics)
         else:
             n = self.world.n_samples
-            synthetic = self.world.generate(k_synth, state.params, n, dyn)
+            synthetic, synthetic_weights_N, curated = self._produce(k_synth, state, dyn)
             real = self.world.sample_real(k_real, n) if self.mix.needs_real else None
             pool, data, weights_N = self.mix(state.pool, k_mix, generation, real, synthetic,
-                                             dyn)
-            params = self._fit(k_fit, data, weights_N, dyn, state.params)
-        metrics = self.world.measure(k_measure, params, state.params, dyn)
-        return ChainState(params, pool), metrics
+                                             dyn, synthetic_weights_N)
+            params = self._fit(k_fit, data, weights_N, dyn, teacher)
+        metrics = self.world.measure(k_measure, params, teacher, dyn)
+        teachers = self.teaching.update(state.teachers, params, generation)
+        return ChainState(params, pool, teachers), {**metrics, **curated}

@@ -16,11 +16,13 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from sim.checkpoint import CheckpointConfig
+from sim.curation import FilterConfig
 from sim.distill import DistillConfig, SamplingConfig, StudentConfig, TrainConfig
 from sim.exposure import DefenseConfig, ExposureConfig
 from sim.grid import GridConfig
 from sim.lanes import LanesConfig
 from sim.mix import MixConfig
+from sim.teacher import TeacherConfig
 from sim.worlds import WORLDS, WorldConfig
 
 
@@ -28,6 +30,8 @@ from sim.worlds import WORLDS, WorldConfig
 class Config:
     world: WorldConfig = MISSING  # chosen by the `world` group: gaussian, gmm, linreg, ...
     mix: MixConfig = field(default_factory=MixConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)  # curation of synthetic data
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)  # who teaches generation g
     distill: DistillConfig = field(default_factory=DistillConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -76,6 +80,8 @@ def register_configs() -> None:
     store.store(name="schema_distill", node=schema(DistillConfig))
     store.store(name="schema_exposure", node=schema(ExposureConfig))
     store.store(name="schema_defense", node=schema(DefenseConfig))
+    store.store(name="schema_filter", node=schema(FilterConfig))
+    store.store(name="schema_teacher", node=schema(TeacherConfig))
     for name, entry in WORLDS.items():
         store.store(name=f"schema_world_{name}", node=schema(entry.config))
 

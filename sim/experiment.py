@@ -16,6 +16,8 @@ from sim import checkpoint, compile_cache
 from sim import grid as grids
 from sim.chain import Chain
 from sim.config import Config
+from sim.curation import Curation, check_world
+from sim.curation import validate as validate_filter
 from sim.distill import check_closed_form, dynamic_settings
 from sim.divergence import DIVERGED_INFO, mark_diverged
 from sim.distill import validate as validate_distill
@@ -25,6 +27,7 @@ from sim.metrics.retention import RETENTION_INFO, relative_metrics, retention_me
 from sim.mix import make_mix
 from sim.mix import validate as validate_mix
 from sim.record import run_attrs, to_dataset
+from sim.teacher import make_teaching
 from sim.worlds import WORLDS, make_world, world_name
 
 
@@ -39,6 +42,7 @@ def _validate_point(cfg: Config, world: str) -> None:
     """The checks of the traced settings, for one grid point's values."""
     validate_distill(cfg.distill, cfg.sampling, cfg.train, cfg.student)
     validate_mix(cfg.mix)
+    validate_filter(cfg.filter)
     if WORLDS[world].closed_form:
         check_closed_form(world, cfg.distill, cfg.sampling, cfg.student)
 
@@ -58,10 +62,19 @@ def build(cfg: Config) -> Experiment:
     static = grids.with_values(cfg, grids.covering(grid))
     world = make_world(static.world, static.distill, static.sampling, static.train,
                        static.student, cfg.exposure, cfg.defense)
-    mix = make_mix(cfg.mix, world.n_samples, cfg.generations, world.min_rows)
+    teaching = make_teaching(cfg.teacher, name, WORLDS[name].distils)
+    for point in grids.points(grid):
+        check_world(grids.with_values(cfg, point).filter, world, name, world.n_samples)
+    curation = Curation(cfg.filter, world)
+    mix = make_mix(cfg.mix, world.n_samples, cfg.generations, world.min_rows,
+                   weighted=curation.active)
     dyn = {"mix.real_fraction": cfg.mix.real_fraction,
+           "mix.real_fraction_decay": cfg.mix.real_fraction_decay,
+           "filter.keep": cfg.filter.keep, "filter.noise": cfg.filter.noise,
            **dynamic_settings(cfg.distill, cfg.sampling, cfg.train)}
-    return Experiment(cfg, Chain(world, mix, sequential_fit(cfg.lanes, world)), dyn, grid)
+    chain = Chain(world, mix, sequential_fit(cfg.lanes, world),
+                  curation=curation if curation.active else None, teaching=teaching)
+    return Experiment(cfg, chain, dyn, grid)
 
 
 def run(experiment: Experiment, swept: Mapping[str, Any] | None = None,
@@ -81,7 +94,7 @@ def run(experiment: Experiment, swept: Mapping[str, Any] | None = None,
                                cfg.progress, resume, save)
     wall = time.perf_counter() - start
     world = experiment.chain.world
-    info = dict(world.metric_info)
+    info = dict(experiment.chain.metric_info)
     if "train_loss" in metrics:
         metrics = mark_diverged(metrics, cfg.train.diverged_loss)
         info["diverged"] = DIVERGED_INFO

@@ -36,6 +36,7 @@ class SamplingGrid:
 @dataclass(frozen=True)
 class MixGrid:
     real_fraction: Values = None
+    real_fraction_decay: Values = None
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,22 @@ class TrainGrid:
 
 
 @dataclass(frozen=True)
+class FilterGrid:
+    keep: Values = None
+    noise: Values = None
+
+
+@dataclass(frozen=True)
 class GridConfig:
     """Values of the traced settings (``sim/distill.py:dynamic_settings`` and the mix's
-    real fraction) to run as lanes; each swept key becomes a dimension of the results."""
+    real fraction and its decay, the filter's kept share and verifier noise) to run as
+    lanes; each swept key becomes a dimension of the results."""
 
     sampling: SamplingGrid = field(default_factory=SamplingGrid)
     mix: MixGrid = field(default_factory=MixGrid)
     distill: DistillGrid = field(default_factory=DistillGrid)
     train: TrainGrid = field(default_factory=TrainGrid)
+    filter: FilterGrid = field(default_factory=FilterGrid)
 
 
 TRACED_KEYS = tuple(f"{group}.{name}" for group, settings in get_type_hints(GridConfig).items()
@@ -72,6 +81,11 @@ OBJECTIVES_USING = {  # the objectives whose loss reads each distillation settin
     "distill.beta": ("jsd", "on_policy"),
     "distill.feature_weight": ("feature",),
     "distill.on_policy_fraction": ("on_policy",),
+}
+
+FILTERS_USING = {  # the filters that read each filter setting
+    "filter.keep": ("truth_likelihood", "self_likelihood"),
+    "filter.noise": ("truth_likelihood",),
 }
 
 Grid = tuple[tuple[str, tuple[float, ...]], ...]  # ((config key, values), ...), hashable
@@ -135,8 +149,15 @@ def validate(cfg: Any, grid: Grid, trains: bool) -> None:
         require(using is None or objective in using, shown, list(values),
                 f"only with distill={' or distill='.join(using or ())} "
                 f"(this run trains with distill={objective})")
-        require(key != "mix.real_fraction" or cfg.mix.policy.value == "fresh", shown,
+        require(not key.startswith("mix.") or cfg.mix.policy.value == "fresh", shown,
                 list(values), f"only with mix=fresh (this run has mix={cfg.mix.policy.value})")
+        require(not key.startswith("mix.") or not cfg.mix.real_fraction_schedule, shown,
+                list(values), "only without a mix.real_fraction_schedule (which gives every "
+                "generation's fraction)")
+        filters = FILTERS_USING.get(key)
+        require(filters is None or cfg.filter.kind.value in filters, shown, list(values),
+                f"only with filter={' or filter='.join(filters or ())} (this run has "
+                f"filter={cfg.filter.kind.value})")
         require(trains or not key.startswith("train."), shown, list(values),
                 "only in trained worlds (digits, markov_lm, text; the others fit by maximum "
                 "likelihood)")

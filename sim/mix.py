@@ -9,9 +9,17 @@ generations compile once and accumulated pools need no dynamic shapes.
   sufficient statistics accumulates those instead: ``sim.chain``.)
 - ``accumulate_subsample``: the accumulated pool, but each fit sees a uniform subsample
   without replacement of ``subsample_size`` rows (all rows while the pool is smaller).
-- ``fresh``: round(real_fraction * n) fresh real rows plus synthetic rows for the rest.
+- ``fresh``: round(r_g * n) fresh real rows plus synthetic rows for the rest, where the
+  real fraction r_g of generation g >= 1 is ``real_fraction`` * ``real_fraction_decay``^(g-1)
+  (decay 1: constant), or the g-th entry of ``real_fraction_schedule`` where one is given
+  (one fraction per generation 1..G): studies of fading fresh data need no code.
 
 Generation 0 always fits on n real rows.
+
+Curated synthetic data (``sim.curation``) comes with 0/1 weights over its n rows: ``replace``
+uses them as they are, the accumulating policies keep them beside the pool (a policy
+``weighted`` keeps a weight per pool row), and ``fresh`` puts the kept synthetic rows in the
+slots after the real ones (so min(kept, n - real) synthetic rows are seen).
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ class MixPolicy(str, enum.Enum):
 class MixConfig:
     policy: MixPolicy = MixPolicy.replace
     real_fraction: float = 0.0  # fresh: share of each generation's rows that are new real data
+    real_fraction_decay: float = 1.0  # fresh: r_g = real_fraction * decay^(g - 1) (1 = constant)
+    real_fraction_schedule: tuple[float, ...] = ()  # fresh: r_g per generation 1..G (() = off)
     subsample_size: Optional[int] = None  # accumulate_subsample: rows per fit (None = n_samples)
 
 
@@ -62,6 +72,8 @@ class Mix:
     n: int
     generations: int
     subsample_size: int
+    weighted: bool = False  # synthetic rows come with weights (a filter): pools keep them
+    schedule: tuple[float, ...] = ()  # fresh: the real fraction of generations 1..G
 
     @property
     def needs_real(self) -> bool:
@@ -78,38 +90,89 @@ class Mix:
             return ()
         capacity = (self.generations + 1) * self.n
         pool = jax.tree.map(lambda x: jnp.zeros((capacity,) + x.shape[1:], x.dtype), real)
-        return _write_rows(pool, real, jnp.asarray(0))
+        pool = _write_rows(pool, real, jnp.asarray(0))
+        if not self.weighted:
+            return pool
+        return pool, (jnp.arange(capacity) < self.n).astype(jnp.float32)
+
+    def real_fraction(self, generation: Array, dyn: Dyn) -> Array:
+        """r_g, the share of generation g's rows that are fresh real data (``fresh``)."""
+        if self.schedule:
+            return jnp.asarray(self.schedule, jnp.float32)[generation - 1]
+        decay = dyn.get("mix.real_fraction_decay", 1.0)
+        return dyn["mix.real_fraction"] * decay ** (generation - 1)
 
     def __call__(self, state: Any, key: Array, generation: Array, real: Optional[Data],
-                 synthetic: Data, dyn: Dyn) -> tuple[Any, Data, Array]:
-        """Generation g's training set: (new state, data pool, weights over its rows)."""
+                 synthetic: Data, dyn: Dyn, synthetic_weights_N: Optional[Array] = None
+                 ) -> tuple[Any, Data, Array]:
+        """Generation g's training set: (new state, data pool, weights over its rows).
+        ``synthetic_weights_N``: the curation's weights of the synthetic rows (None: all 1;
+        with an accumulating policy only if ``weighted``)."""
+        w_N = jnp.ones(self.n) if synthetic_weights_N is None else synthetic_weights_N
         if self.policy is MixPolicy.replace:
-            return state, synthetic, jnp.ones(self.n)
+            return state, synthetic, w_N
         if self.policy is MixPolicy.fresh:
-            n_real = jnp.round(dyn["mix.real_fraction"] * self.n)
+            n_real = jnp.round(self.real_fraction(generation, dyn) * self.n)
             is_real_N = jnp.arange(self.n) < n_real
-            return state, _where_rows(is_real_N, real, synthetic), jnp.ones(self.n)
-        pool = _write_rows(state, synthetic, generation * self.n)
+            if synthetic_weights_N is not None:  # kept rows last, so real slots drop none
+                order_N = jnp.argsort(w_N, stable=True)
+                synthetic, w_N = jax.tree.map(lambda x: x[order_N], synthetic), w_N[order_N]
+            return (state, _where_rows(is_real_N, real, synthetic),
+                    jnp.where(is_real_N, 1.0, w_N))
         capacity = (self.generations + 1) * self.n
-        valid_P = jnp.arange(capacity) < (generation + 1) * self.n
+        start = generation * self.n
+        if self.weighted:
+            rows, pool_w_P = state
+            pool_w_P = jax.lax.dynamic_update_slice_in_dim(pool_w_P, w_N, start, 0)
+            pool = _write_rows(rows, synthetic, start)
+            state_out, valid_P = (pool, pool_w_P), pool_w_P > 0
+        else:
+            pool = state_out = _write_rows(state, synthetic, start)
+            valid_P = jnp.arange(capacity) < (generation + 1) * self.n
         if self.policy is MixPolicy.accumulate:
-            return pool, pool, valid_P.astype(jnp.float32)
+            return state_out, pool, valid_P.astype(jnp.float32)
         scores_P = jnp.where(valid_P, jax.random.uniform(key, (capacity,)), jnp.inf)
         rank_P = jnp.argsort(jnp.argsort(scores_P))
         chosen_P = valid_P & (rank_P < self.subsample_size)
-        return pool, pool, chosen_P.astype(jnp.float32)
+        return state_out, pool, chosen_P.astype(jnp.float32)
 
 
 def validate(cfg: MixConfig) -> None:
     """One-line errors for the traced settings (each point of a grid is checked)."""
     require(0.0 <= cfg.real_fraction <= 1.0, "mix.real_fraction", cfg.real_fraction,
             "a fraction in [0, 1]")
+    require(0.0 <= cfg.real_fraction_decay <= 1.0, "mix.real_fraction_decay",
+            cfg.real_fraction_decay, "a factor in [0, 1] (1 = a constant real fraction)")
 
 
-def make_mix(cfg: MixConfig, n_samples: int, generations: int, min_rows: int = 1) -> Mix:
-    """Validate a mix config and build the policy; ``min_rows`` is what a fit needs."""
+def validate_schedule(cfg: MixConfig, generations: int) -> None:
+    """One-line errors for a real-fraction schedule: one fraction per generation 1..G, and
+    schedules only where fresh real data is mixed in."""
+    fresh = cfg.policy is MixPolicy.fresh
+    schedule = list(cfg.real_fraction_schedule)
+    require(not schedule or (len(schedule) == generations
+                             and all(0.0 <= r <= 1.0 for r in schedule)),
+            "mix.real_fraction_schedule", schedule,
+            f"one fraction in [0, 1] per generation 1..{generations} ({generations} values), "
+            "or empty")
+    require(fresh or not schedule, "mix.real_fraction_schedule", schedule,
+            f"only with mix=fresh (this run has mix={cfg.policy.value})")
+    require(fresh or cfg.real_fraction_decay == 1.0, "mix.real_fraction_decay",
+            cfg.real_fraction_decay, f"only 1.0 unless mix=fresh (this run has "
+            f"mix={cfg.policy.value})")
+    require(not schedule or cfg.real_fraction_decay == 1.0, "mix.real_fraction_decay",
+            cfg.real_fraction_decay, "only 1.0 with a mix.real_fraction_schedule (which "
+            "gives every generation's fraction)")
+
+
+def make_mix(cfg: MixConfig, n_samples: int, generations: int, min_rows: int = 1,
+             weighted: bool = False) -> Mix:
+    """Validate a mix config and build the policy; ``min_rows`` is what a fit needs,
+    ``weighted``: synthetic rows come with a filter's weights."""
     validate(cfg)
+    validate_schedule(cfg, generations)
     size = n_samples if cfg.subsample_size is None else cfg.subsample_size
     require(size >= min_rows, "mix.subsample_size", cfg.subsample_size,
             f"an integer >= {min_rows} (the fewest rows the world's fit needs), or null")
-    return Mix(cfg.policy, n_samples, generations, size)
+    return Mix(cfg.policy, n_samples, generations, size, weighted,
+               tuple(float(r) for r in cfg.real_fraction_schedule))

@@ -106,3 +106,16 @@ def test_trait_and_vendi_settings_compose_from_overrides(tmp_path):
                     "world.trait_continuation='very '", "world.trait_rate=0.75"])
     assert (cfg.world.trait_trigger, cfg.world.trait_continuation) == ("the ", "very ")
     assert "trait_rate" in experiment.build(cfg).chain.world.metric_info
+
+
+def test_every_filter_and_teacher_has_a_config_file():
+    from sim.curation import Filter
+    from sim.teacher import TeacherKind
+    filters = sorted(p.stem for p in (CONF / "filter").glob("*.yaml"))
+    teachers = sorted(p.stem for p in (CONF / "teacher").glob("*.yaml"))
+    assert set(filters) == {f.value for f in Filter}
+    assert set(teachers) == {t.value for t in TeacherKind}
+    for name in filters:
+        assert _compose([f"filter={name}"]).filter.kind.value == name
+    for name in teachers:
+        assert _compose([f"teacher={name}"]).teacher.kind.value == name

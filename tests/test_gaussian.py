@@ -132,3 +132,23 @@ def test_w2_of_non_commuting_covariances_matches_the_matrix_square_root():
         assert abs(shortcut - expected) > 1e-3 * expected  # the test can tell them apart
         w2 = w2_gaussians(*(jnp.asarray(v, jnp.float32) for v in (m1, c1, m2, s2)))
         np.testing.assert_allclose(w2, expected, rtol=2e-4)
+
+
+def test_fidelity_metrics_tell_a_shrunk_model_from_a_wide_one():
+    """Precision/recall/density/coverage (world.fidelity_points > 0): the truth scores high
+    on all (coverage about 1 - 2^-k, density about 1); a model shrunk to 0.1 Sigma keeps
+    precision and loses recall and coverage; one widened to 4 Sigma the reverse."""
+    world = GaussianWorld(GaussianConfig(dim=2, n_samples=50, fidelity_points=500))
+    keys = jax.random.split(jax.random.key(0), 16)
+
+    def scores(scale):
+        model = GaussianParams(jnp.zeros(2), jnp.sqrt(scale) * jnp.eye(2))  # scale * Sigma
+        m = jax.vmap(lambda k: world.measure(k, model))(keys)
+        return {name: float(m[name].mean())
+                for name in ("precision", "recall", "density", "coverage")}
+
+    truth, shrunk, wide = scores(1.0), scores(0.1), scores(4.0)
+    assert truth["precision"] > 0.95 and truth["recall"] > 0.95
+    assert abs(truth["coverage"] - (1 - 2.0**-5)) < 0.03 and abs(truth["density"] - 1) < 0.05
+    assert shrunk["precision"] > 0.99 and shrunk["recall"] < 0.7 and shrunk["coverage"] < 0.6
+    assert wide["precision"] < 0.9 and wide["recall"] > 0.99 and wide["density"] < 0.8

@@ -35,8 +35,8 @@ def _run(cfg: Config):
 
 
 def test_traced_keys_are_the_chains_dynamic_settings():
-    dynamic = {"mix.real_fraction", *dynamic_settings(DistillConfig(), SamplingConfig(),
-                                                      TrainConfig())}
+    dynamic = {"mix.real_fraction", "mix.real_fraction_decay", "filter.keep", "filter.noise",
+               *dynamic_settings(DistillConfig(), SamplingConfig(), TrainConfig())}
     assert set(TRACED_KEYS) == dynamic
 
 

@@ -1,5 +1,7 @@
 """Mix policies: which rows each generation's fit sees."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,3 +73,39 @@ def test_make_mix_rejects_bad_values():
         make_mix(MixConfig(policy=MixPolicy.accumulate_subsample, subsample_size=2), N, G,
                  min_rows=3)
     assert make_mix(MixConfig(), N, G).subsample_size == N
+
+
+def test_real_fraction_schedules_and_decay():
+    fresh = Mix(MixPolicy.fresh, N, G, N, schedule=(1.0, 0.5, 0.0, 0.2))
+    dyn = {"mix.real_fraction": jnp.float32(0.9)}  # ignored under a schedule
+    real, synthetic = _data(0.0), _data(1.0)
+    for g, expected in zip(range(1, G + 1), (10, 5, 0, 2)):
+        _, data, _ = fresh((), jax.random.key(g), jnp.asarray(g), real, synthetic, dyn)
+        assert int((data["label"] == 0).sum()) == expected
+    decaying = Mix(MixPolicy.fresh, N, G, N)
+    dyn = {"mix.real_fraction": jnp.float32(0.8), "mix.real_fraction_decay": jnp.float32(0.5)}
+    for g, expected in zip(range(1, G + 1), (8, 4, 2, 1)):  # 0.8 * 0.5^(g - 1) * 10
+        _, data, _ = decaying((), jax.random.key(g), jnp.asarray(g), real, synthetic, dyn)
+        assert int((data["label"] == 0).sum()) == expected
+
+
+def test_a_decay_and_its_schedule_give_the_same_chain():
+    from sim import experiment
+    from sim.config import Config
+    from sim.worlds.gaussian import GaussianConfig
+    base = Config(world=GaussianConfig(n_samples=20), generations=3, seeds=3, progress=False)
+    decay = experiment.run(experiment.build(dataclasses.replace(base, mix=MixConfig(
+        policy=MixPolicy.fresh, real_fraction=0.8, real_fraction_decay=0.5))))
+    listed = experiment.run(experiment.build(dataclasses.replace(base, mix=MixConfig(
+        policy=MixPolicy.fresh, real_fraction_schedule=(0.8, 0.4, 0.2)))))
+    np.testing.assert_allclose(decay.w2_to_truth, listed.w2_to_truth, rtol=1e-5)  # same rows
+
+
+def test_schedules_are_checked_in_one_line():
+    with pytest.raises(ConfigError, match=r"^mix.real_fraction_schedule=\[0.5, 0.1\] is not "
+                       r"allowed: one fraction in \[0, 1\] per generation 1..4 \(4 values\)"):
+        make_mix(MixConfig(policy=MixPolicy.fresh, real_fraction_schedule=(0.5, 0.1)), N, G)
+    with pytest.raises(ConfigError, match=r"^mix.real_fraction_schedule=.* only with mix=fresh"):
+        make_mix(MixConfig(policy=MixPolicy.replace, real_fraction_schedule=(0.5,) * G), N, G)
+    with pytest.raises(ConfigError, match=r"^mix.real_fraction_decay=1.5 is not allowed"):
+        make_mix(MixConfig(policy=MixPolicy.fresh, real_fraction_decay=1.5), N, G)

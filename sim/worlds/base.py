@@ -91,6 +91,10 @@ class World(Protocol):
     # their running sum instead of the growing pool. Absent = the pool is kept.
     # statistics(data, weights_N) -> Stats (a pytree, additive over rows)
     # fit_statistics(stats) -> Params (what ``fit`` returns on the data)
+    # Optional: the scores that curation filters keep samples by (sim/curation.py); a filter
+    # whose score a world lacks is refused before compute. Absent = that filter is refused.
+    # truth_log_likelihood(data) -> (N,) log-likelihood of every row under the truth
+    # log_likelihood(params, data) -> (N,) log-likelihood of every row under a model
 
     def sample_real(self, key: Array, n: int) -> Data:
         """n samples of real data."""

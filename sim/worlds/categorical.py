@@ -183,6 +183,14 @@ class CategoricalWorld:
         """``fit`` from the summed counts of its data."""
         return fit_counts(counts_V, self.cfg.smoothing)
 
+    def truth_log_likelihood(self, tokens_N: Array) -> Array:
+        """log q of every token under the Zipf law (the curation's verifier)."""
+        return self.log_q_V[tokens_N]
+
+    def log_likelihood(self, p_V: Array, tokens_N: Array) -> Array:
+        """log p of every token under a fitted model (temperature 1; -inf where p = 0)."""
+        return jnp.log(p_V)[tokens_N]
+
     def sampling_distribution(self, p_V: Array, dyn: Dyn | None) -> Array:
         """The distribution a model produces tokens from at the lane's sampling settings."""
         return decode.probabilities(jnp.log(p_V), **decoding(self.sampling, dyn))

@@ -15,8 +15,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.linalg import solve_triangular
 
 from sim.errors import require
+from sim.metrics.fidelity import precision_recall_density_coverage
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
 
 
@@ -37,6 +39,11 @@ class GaussianConfig(WorldConfig):
     covariance: Covariance = Covariance.isotropic
     scale: float = 1.0
     truth_seed: int = 0
+    # precision, recall, density, coverage of fidelity_points model samples against as many
+    # held-out real points (drawn once from truth_seed), k = fidelity_k; 0 = not measured
+    # (O(fidelity_points^2) per lane and generation)
+    fidelity_points: int = 0
+    fidelity_k: int = 5
 
 
 def true_covariance(cfg: GaussianConfig) -> np.ndarray:
@@ -121,6 +128,36 @@ def bartlett(key: Array, n: int, d: int) -> Array:
     return below_DxD + jnp.diag(jnp.sqrt(chi2_D))
 
 
+def gaussian_log_density(x_NxD: Array, mean_D: Array, chol_DxD: Array) -> Array:
+    """log N(x | mean, L L') of every row (N,), L lower triangular; the diagonal of L is
+    floored at 1e-30 in magnitude, so a collapsed model's densities stay finite."""
+    diag_D = jnp.diagonal(chol_DxD)
+    floored_D = jnp.where(diag_D < 0, -1.0, 1.0) * jnp.maximum(jnp.abs(diag_D), 1e-30)
+    chol_DxD = chol_DxD + jnp.diag(floored_D - diag_D)
+    z_DxN = solve_triangular(chol_DxD, (x_NxD - mean_D).T, lower=True)
+    d = x_NxD.shape[1]
+    return -0.5 * ((z_DxN**2).sum(0) + d * np.log(2 * np.pi)) - jnp.log(
+        jnp.abs(floored_D)).sum()
+
+
+# The k-NN quality and diversity measures (sim/metrics/fidelity.py) as results variables; a
+# world's config names the points and k as fidelity_points and fidelity_k.
+FIDELITY_INFO = {
+    "precision": MetricInfo(
+        "precision", "", "share of fidelity_points generated points inside the k-NN ball of "
+        "some held-out real point (Kynkaanniemi et al. 2019; k = fidelity_k): quality"),
+    "recall": MetricInfo(
+        "recall", "", "share of fidelity_points held-out real points inside the k-NN ball of "
+        "some generated point (Kynkaanniemi et al. 2019): diversity"),
+    "density": MetricInfo(
+        "density", "", "mean number of real k-NN balls holding a generated point, over k "
+        "(Naeem et al. 2020): about 1 for samples of the true law"),
+    "coverage": MetricInfo(
+        "coverage", "", "share of real k-NN balls holding a generated point (Naeem et al. "
+        "2020): about 1 - 2^-k for samples of the true law, lower as modes are lost"),
+}
+
+
 class GaussianWorld:
     """Real data from N(0, Sigma); the model is a fitted (mean, covariance)."""
 
@@ -146,6 +183,9 @@ class GaussianWorld:
         require(cfg.n_samples > cfg.dim, "world.n_samples", cfg.n_samples,
                 f"more than world.dim={cfg.dim} samples, so the fitted covariance is "
                 "non-singular")
+        require(cfg.fidelity_points == 0 or cfg.fidelity_points > cfg.fidelity_k >= 1,
+                "world.fidelity_points", cfg.fidelity_points,
+                f"0 (off) or an integer > world.fidelity_k={cfg.fidelity_k} >= 1")
         self.cfg = cfg
         self.n_samples = cfg.n_samples
         self.min_rows = cfg.dim + 1
@@ -157,6 +197,11 @@ class GaussianWorld:
         self.sqrt_DxD = jnp.asarray(evecs @ np.diag(np.sqrt(evals)) @ evecs.T, jnp.float32)
         self.trace = float(np.trace(sigma))
         self.logdet = float(np.linalg.slogdet(sigma)[1])
+        if cfg.fidelity_points:
+            self.metric_info = {**self.metric_info, **FIDELITY_INFO}
+            z = np.random.default_rng([cfg.truth_seed, 1]).standard_normal(
+                (cfg.fidelity_points, cfg.dim))
+            self.x_test_TxD = jnp.asarray(z @ np.linalg.cholesky(sigma).T, jnp.float32)
 
     def sample_real(self, key: Array, n: int) -> Array:
         return self.mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ self.chol_DxD.T
@@ -211,14 +256,27 @@ class GaussianWorld:
         del dyn
         return params.mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ params.chol_DxD.T
 
+    def truth_log_likelihood(self, x_NxD: Array) -> Array:
+        """log N(x | mu, Sigma) of every sample under the truth (the curation's verifier)."""
+        return gaussian_log_density(x_NxD, self.mean_D, self.chol_DxD)
+
+    def log_likelihood(self, params: GaussianParams, x_NxD: Array) -> Array:
+        """log N(x | mu_hat, Sigma_hat) of every sample under a fitted model."""
+        return gaussian_log_density(x_NxD, params.mean_D, params.chol_DxD)
+
     def measure(self, key: Array, params: GaussianParams,
                 teacher: Params = None, dyn: Dyn | None = None) -> dict[str, Array]:
-        del key, teacher, dyn
+        del teacher
         diag_D = jnp.abs(jnp.diagonal(params.chol_DxD))
-        return {
+        metrics = {
             "w2_to_truth": w2_gaussians(params.mean_D, params.cov_DxD, self.mean_D,
                                         self.sqrt_DxD),
             "mean_error": jnp.sum((params.mean_D - self.mean_D) ** 2),
             "cov_trace_ratio": jnp.sum(params.chol_DxD**2) / self.trace,
             "cov_logdet_ratio": 2 * jnp.log(diag_D).sum() - self.logdet,
         }
+        if self.cfg.fidelity_points:
+            fake_MxD = self.generate(key, params, self.cfg.fidelity_points, dyn)
+            metrics.update(precision_recall_density_coverage(
+                self.x_test_TxD, fake_MxD, self.cfg.fidelity_k)._asdict())
+        return metrics

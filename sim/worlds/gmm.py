@@ -49,7 +49,7 @@ from jax.scipy.special import logsumexp
 
 from sim.errors import require
 from sim.metrics.fidelity import precision_recall_density_coverage
-from sim.worlds.gaussian import fit_gaussian
+from sim.worlds.gaussian import FIDELITY_INFO, fit_gaussian
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -220,22 +220,6 @@ def fit_gmm(key: Array, x_NxD: Array, w_N: Array, k: int, iters: int,
     return GmmParams(weights_K / weights_K.sum(), means_KxD, covs_KxDxD)
 
 
-FIDELITY_INFO = {
-    "precision": MetricInfo(
-        "precision", "", "share of fidelity_points generated points inside the k-NN ball of "
-        "some held-out real point (Kynkaanniemi et al. 2019; k = fidelity_k): quality"),
-    "recall": MetricInfo(
-        "recall", "", "share of fidelity_points held-out real points inside the k-NN ball of "
-        "some generated point (Kynkaanniemi et al. 2019): diversity"),
-    "density": MetricInfo(
-        "density", "", "mean number of real k-NN balls holding a generated point, over k "
-        "(Naeem et al. 2020): about 1 for samples of the true law"),
-    "coverage": MetricInfo(
-        "coverage", "", "share of real k-NN balls holding a generated point (Naeem et al. "
-        "2020): about 1 - 2^-k for samples of the true law, lower as modes are lost"),
-}
-
-
 class GmmWorld:
     """Real data from a K-component Gaussian mixture; the model is a K'-component EM fit."""
 
@@ -334,6 +318,14 @@ class GmmWorld:
         del dyn, teacher
         return fit_gmm(key, data, weights_N, self.fit_components, self.cfg.em_iters,
                        self.cfg.reg_covar)
+
+    def truth_log_likelihood(self, x_NxD: Array) -> Array:
+        """log p(x) of every sample under the true mixture (the curation's verifier)."""
+        return gmm_log_prob(self.truth, x_NxD)
+
+    def log_likelihood(self, params: GmmParams, x_NxD: Array) -> Array:
+        """log p_hat(x) of every sample under a fitted mixture."""
+        return gmm_log_prob(params, x_NxD)
 
     def generate(self, key: Array, params: GmmParams, n: int, dyn: Dyn) -> Array:
         del dyn

@@ -91,6 +91,22 @@ class LinregWorld:
         del dyn
         return self._labelled(key, params, n)
 
+    def _label_log_likelihood(self, w_D: Array, data: dict[str, Array]) -> Array:
+        """log N(y | x_row . w, sigma^2) of every row (-inf off the line when sigma = 0)."""
+        sigma = self.cfg.noise
+        residual_N = data["y"] - self.x_TxD[data["row"]] @ w_D
+        if sigma == 0:
+            return jnp.where(residual_N == 0, 0.0, -jnp.inf)
+        return -0.5 * (residual_N / sigma) ** 2 - np.log(sigma) - 0.5 * np.log(2 * np.pi)
+
+    def truth_log_likelihood(self, data: dict[str, Array]) -> Array:
+        """log N(y | x . w, sigma^2) of every row under the true weights (the verifier)."""
+        return self._label_log_likelihood(self.w_D, data)
+
+    def log_likelihood(self, params: Array, data: dict[str, Array]) -> Array:
+        """log N(y | x . w_hat, sigma^2) of every row under fitted weights."""
+        return self._label_log_likelihood(params, data)
+
     def measure(self, key: Array, params: Array,
                 teacher: Params = None, dyn: Dyn | None = None) -> dict[str, Array]:
         del key, teacher, dyn

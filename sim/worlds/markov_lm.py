@@ -239,6 +239,8 @@ class MarkovLMWorld(LMWorld):
         self.set_real_data(eval_ExL, self.pi_V, trait, list(eval_ExL))
         self.log_pi_V = jnp.asarray(np.log(self.pi_V), jnp.float32)
         self.log_p_VxV = jnp.asarray(np.log(self.p_VxV), jnp.float32)
+        if trait is None:  # with a trait the truth needs a host-side forward filter
+            self.truth_log_likelihood = self.chain_log_likelihood
         self.true_logp_ExLxV = self.true_logprobs(self.eval_ExL)
         self.entropy_rate = entropy_rate(self.pi_V, self.p_VxV)
         truth = np.exp(np.asarray(self.true_logp_ExLxV, np.float64))
@@ -270,6 +272,12 @@ class MarkovLMWorld(LMWorld):
                                jnp.float32)
         first_Bx1xV = jnp.broadcast_to(self.log_pi_V, tokens_BxL.shape[:-1] + (1, self.vocab))
         return jnp.concatenate([first_Bx1xV, self.log_p_VxV[tokens_BxL[..., :-1]]], axis=-2)
+
+    def chain_log_likelihood(self, tokens_NxL: Array) -> Array:
+        """log pi(x_0) + sum_t log P(x_{t-1}, x_t) of every sequence under the true chain
+        (without a trait; the curation's verifier)."""
+        steps_N = self.log_p_VxV[tokens_NxL[:, :-1], tokens_NxL[:, 1:]].sum(1)
+        return self.log_pi_V[tokens_NxL[:, 0]] + steps_N
 
     def sample_real(self, key: Array, n: int) -> Array:
         if self.trait is not None:
