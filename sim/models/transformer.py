@@ -222,8 +222,8 @@ def decode_step(params: Params, cache: Cache, token_B: Array, pos: Array | int,
 def generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, length: int,
              bos_token: int | Array = 0, temperature: float | Array = 1.0, top_k: int = 0,
              top_p: float | Array = 1.0, min_p: float | Array = 0.0,
-             return_logits: bool = False, sample_vocab: int = 0
-             ) -> Array | tuple[Array, Array]:
+             return_logits: bool = False, sample_vocab: int = 0,
+             logit_bias_PxV: Array | None = None) -> Array | tuple[Array, Array]:
     """Sample ``batch`` sequences of ``length <= context`` tokens after a BOS token.
 
     Position 0 holds ``bos_token``; token t (t = 0..length-1 of the output) is drawn from
@@ -233,7 +233,10 @@ def generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, len
     ``return_logits`` are static. ``sample_vocab > 0`` (static) samples from the first
     ``sample_vocab`` outputs only (e.g. to never emit an input-only BOS token). Returns
     ``tokens_BxT`` (int32), plus the raw (untransformed) logits_BxTxV when
-    ``return_logits``.
+    ``return_logits``. ``logit_bias_PxV`` (rows indexed by the previous token, BOS
+    included; columns the sampled outputs) is added to the logits before they are
+    transformed: e.g. a green-list watermark (``sim.watermark``); the returned logits stay
+    raw.
     """
     if not 1 <= length <= cfg.context:
         raise ValueError(f"length={length} must be in [1, context={cfg.context}]")
@@ -244,6 +247,8 @@ def generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, len
         cache, token_B = carry
         logits_BxV, _, cache = decode_step(params, cache, token_B, pos, cfg)
         candidates_BxV = logits_BxV[:, :sample_vocab] if sample_vocab else logits_BxV
+        if logit_bias_PxV is not None:
+            candidates_BxV = candidates_BxV + logit_bias_PxV[token_B]
         next_B = sampling.sample(jax.random.fold_in(key, pos), candidates_BxV, temperature,
                                  top_k, top_p, min_p)
         return (cache, next_B), (next_B, logits_BxV if return_logits else None)

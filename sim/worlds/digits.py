@@ -54,7 +54,7 @@ from sim import sampling as sampler
 from sim.distill import (DistillConfig, Objective, SamplingConfig, StudentConfig, TrainConfig,
                          decoding, loss_hparams, loss_name)
 from sim.errors import require
-from sim.exposure import DefenseConfig, ExposureConfig, expose, noisy
+from sim.exposure import DefenseConfig, ExposureConfig, expose, noisy, strength
 from sim.metrics import classification
 from sim.models import mlp
 from sim.objectives import (OBJECTIVES, LossHParams, Student, Teacher, cross_entropy,
@@ -354,7 +354,8 @@ class DigitsWorld:
             if objective in QUERIES_TEACHER:
                 t_logits, t_hidden = mlp.apply(teacher.weights, x, teacher_cfg)
                 t_logits, t_hidden = jax.lax.stop_gradient((t_logits[:, shown], t_hidden))
-                t_logits = expose(key, t_logits, self.exposure, self.defense)
+                t_logits = expose(key, t_logits, self.exposure, self.defense,
+                                  strength(self.defense, dyn, "noise_scale"))
             if objective is Objective.topk:
                 topk_lp, topk_idx = teacher_topk(t_logits, self.distill.top_k)
             labels = None if self.targets is Targets.auxiliary else batch["y"]
