@@ -20,6 +20,7 @@ from sim.distill import check_closed_form, dynamic_settings
 from sim.divergence import DIVERGED_INFO, mark_diverged
 from sim.distill import validate as validate_distill
 from sim.errors import require
+from sim.exposure import check_strengths, defense_settings
 from sim.lanes import lane_keys, resolve_strategy, run_lanes
 from sim.metrics.retention import RETENTION_INFO, relative_metrics, retention_metrics
 from sim.mix import make_mix
@@ -39,6 +40,7 @@ def _validate_point(cfg: Config, world: str) -> None:
     """The checks of the traced settings, for one grid point's values."""
     validate_distill(cfg.distill, cfg.sampling, cfg.train, cfg.student)
     validate_mix(cfg.mix)
+    check_strengths(cfg.defense)
     if WORLDS[world].closed_form:
         check_closed_form(world, cfg.distill, cfg.sampling, cfg.student)
 
@@ -59,7 +61,8 @@ def build(cfg: Config) -> Experiment:
                        static.student, cfg.exposure, cfg.defense)
     mix = make_mix(cfg.mix, world.n_samples, cfg.generations, world.min_rows)
     dyn = {"mix.real_fraction": cfg.mix.real_fraction,
-           **dynamic_settings(cfg.distill, cfg.sampling, cfg.train)}
+           **dynamic_settings(cfg.distill, cfg.sampling, cfg.train),
+           **defense_settings(cfg.defense)}
     return Experiment(cfg, Chain(world, mix), dyn, grid)
 
 

@@ -54,14 +54,22 @@ class TrainGrid:
 
 
 @dataclass(frozen=True)
+class DefenseGrid:
+    noise_scale: Values = None
+    delta: Values = None
+
+
+@dataclass(frozen=True)
 class GridConfig:
-    """Values of the traced settings (``sim/distill.py:dynamic_settings`` and the mix's
-    real fraction) to run as lanes; each swept key becomes a dimension of the results."""
+    """Values of the traced settings (``sim/distill.py:dynamic_settings``, the mix's real
+    fraction and ``sim/exposure.py:defense_settings``) to run as lanes; each swept key
+    becomes a dimension of the results."""
 
     sampling: SamplingGrid = field(default_factory=SamplingGrid)
     mix: MixGrid = field(default_factory=MixGrid)
     distill: DistillGrid = field(default_factory=DistillGrid)
     train: TrainGrid = field(default_factory=TrainGrid)
+    defense: DefenseGrid = field(default_factory=DefenseGrid)
 
 
 TRACED_KEYS = tuple(f"{group}.{name}" for group, settings in get_type_hints(GridConfig).items()
@@ -73,6 +81,8 @@ OBJECTIVES_USING = {  # the objectives whose loss reads each distillation settin
     "distill.feature_weight": ("feature",),
     "distill.on_policy_fraction": ("on_policy",),
 }
+
+DEFENSE_USING = {"defense.noise_scale": "logit_noise", "defense.delta": "watermark"}
 
 Grid = tuple[tuple[str, tuple[float, ...]], ...]  # ((config key, values), ...), hashable
 
@@ -137,6 +147,9 @@ def validate(cfg: Any, grid: Grid, trains: bool) -> None:
                 f"(this run trains with distill={objective})")
         require(key != "mix.real_fraction" or cfg.mix.policy.value == "fresh", shown,
                 list(values), f"only with mix=fresh (this run has mix={cfg.mix.policy.value})")
+        defense = DEFENSE_USING.get(key)
+        require(defense is None or cfg.defense.kind.value == defense, shown, list(values),
+                f"only with defense={defense} (this run has defense={cfg.defense.kind.value})")
         require(trains or not key.startswith("train."), shown, list(values),
                 "only in trained worlds (digits, markov_lm, text; the others fit by maximum "
                 "likelihood)")
