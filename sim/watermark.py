@@ -13,7 +13,10 @@ every lane and the detector agree. (Kirchenbauer et al. partition the vocabulary
 green list of exactly gamma V tokens. With the small vocabularies simulated here that
 makes the green counts of the distinct pairs that share a previous token hypergeometric
 rather than binomial, and the z-test below conservative: independent entries make its
-null distribution exactly binomial for any text that does not depend on the key.)
+null distribution exactly binomial for any text that does not depend on the key. Measured
+on 2000 keys x samples of 64 x 32 tokens of the default markov_lm chain, V = 32, about 330
+distinct pairs each: false-positive rate at p < 0.05 of 0.050 (sd of z 1.01) with
+independent entries, 0.022 (sd 0.78) with exactly gamma V green tokens per list.)
 
 Detector (one-proportion z-test, Kirchenbauer et al. eq. 3). Every distinct (previous
 token, token) pair in the text is scored once (repeated pairs would otherwise count as
