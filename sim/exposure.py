@@ -24,7 +24,9 @@ it also runs with ``distill=hard`` and ``exposure=text_only``.
 
 The strengths ``defense.noise_scale`` and ``defense.delta`` are traced settings
 (``defense_settings``): a grid sweeps them as lanes of one program. ``strength`` reads a
-lane's value.
+lane's value. In the LM worlds ``defense.teachers = k > 0`` has only the first k teachers
+(generations 0..k-1) defend, so that a study sees how a mark fades once the later
+distillers stop adding it.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class DefenseConfig:
     gamma: float = 0.25  # watermark: share of green tokens (also the detector's, always on)
     delta: float = 2.0  # watermark: logit bias on the green tokens
     key: int = 0  # watermark: seeds the green lists (one per previous token)
+    teachers: int = 0  # LM worlds: only the first k teachers (generations 0..k-1) defend; 0: all
 
 
 # The objectives that can learn under each regime: text alone teaches only hard labels;
@@ -99,6 +102,10 @@ def validate(exposure: ExposureConfig, defense: DefenseConfig, objective: Object
             "a positive float")
     check_strengths(defense)
     require(0 < defense.gamma < 1, "defense.gamma", defense.gamma, "a fraction in (0, 1)")
+    require(defense.teachers >= 0, "defense.teachers", defense.teachers,
+            "an integer >= 0 (0 = every teacher defends)")
+    require(defense.teachers == 0 or text, "defense.teachers", defense.teachers,
+            f"0 in the world {world!r} (only the LM worlds count their teachers)")
     if defense.kind is Defense.watermark:
         require(text, "defense.kind", defense.kind,
                 f"none or logit_noise in the world {world!r}: the watermark marks text "

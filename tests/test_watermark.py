@@ -84,9 +84,11 @@ CHAIN = Config(world=SMALL, train=TrainConfig(steps=40, batch_size=32, lr=1e-2),
 
 @pytest.fixture(scope="module")
 def chains():
-    """One generation of hard distillation from the same teachers without and with the
-    default watermark (gamma 0.25): delta 0 and 2, two points of one grid."""
-    cfg = dataclasses.replace(CHAIN, defense=WATERMARK,
+    """Two generations of hard distillation from the same generation 0 without and with
+    the default watermark (gamma 0.25): delta 0 and 2, two points of one grid; only the
+    first teacher (generation 0) watermarks (defense.teachers=1)."""
+    cfg = dataclasses.replace(CHAIN, defense=dataclasses.replace(WATERMARK, teachers=1),
+                              generations=2,
                               grid=GridConfig(defense=DefenseGrid(delta=[0.0, 2.0])))
     ds = experiment.run(experiment.build(cfg))
     for name in ("watermark_z", "teacher_watermark_z", "teacher_nll_cost", "kl_to_truth"):
@@ -116,6 +118,14 @@ def test_the_watermark_costs_the_teacher_and_the_student(chains):
                                clean.nll_real.sel(generation=0), rtol=1e-5)
     assert (marked.teacher_nll_cost.sel(first) > 0.05).all(), marked.teacher_nll_cost
     assert (marked.kl_to_truth.sel(first) > clean.kl_to_truth.sel(first)).all()
+
+
+def test_after_the_first_teachers_the_mark_is_no_longer_added(chains):
+    _, marked = chains
+    second = {"generation": 2}
+    np.testing.assert_array_equal(marked.teacher_nll_cost.sel(second), 0.0)
+    assert (marked.teacher_watermark_z.sel(second)
+            < marked.teacher_watermark_z.sel(generation=1)).all()
 
 
 def test_logit_noise_costs_the_teacher_what_it_exposes():

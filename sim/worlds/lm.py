@@ -69,7 +69,10 @@ and ``eval_sequences`` sequences its teacher serves (``teacher_watermark_z``, on
 sampling pass). The cost of a defense to the teacher is ``teacher_nll_real``, the held-out
 NLL of the teacher's distribution as its defense serves it (over all V tokens, whatever
 the exposure: logits + delta * green, or the log-probabilities with one noise draw per
-position), and ``teacher_nll_cost``, its excess over the teacher's undefended NLL.
+position), and ``teacher_nll_cost``, its excess over the teacher's undefended NLL. With
+``defense.teachers = k > 0`` only the models of generations 0..k-1 defend when they teach
+(``LMParams.generation`` says which generation a model is), so that a chain shows how a
+watermark fades once later distillers stop adding it.
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ class LMParams:
     train_flops: Array  # float32 scalar
     cfg: tf.TransformerConfig = flax.struct.field(pytree_node=False)
     train_loss: Array = float("nan")  # final_loss of its training (NaN: not trained here)
+    generation: Array = 0  # int32 scalar: the generation it was trained in (0: real data)
 
 
 BASE_METRICS: dict[str, MetricInfo] = {
@@ -524,9 +528,8 @@ class LMWorld:
 
         def teacher_view(tokens_BxL: Array, key: Array | None) -> objectives.Teacher:
             logits, hidden = self.forward(teacher.weights, teacher.cfg, tokens_BxL)
-            logits = self.watermarked(jax.lax.stop_gradient(logits), tokens_BxL, dyn)
-            logits = expose(key, logits, self.exposure, self.defense,
-                            strength(self.defense, dyn, "noise_scale"))
+            logits = self.exposed(key, teacher, jax.lax.stop_gradient(logits), tokens_BxL,
+                                  dyn)
             if objective is Objective.topk:
                 lp, idx = objectives.teacher_topk(logits, self.distill.top_k)
                 return objectives.Teacher(labels=tokens_BxL, topk_logprobs=lp,
@@ -586,8 +589,9 @@ class LMWorld:
                                   weights_N, t.steps, t.batch_size, optimizer,
                                   loss_takes_key=(objective is Objective.on_policy
                                                   or noisy(self.defense)))
+        generation = jnp.int32(0) if teacher is None else teacher.generation + 1
         return (LMParams(trained["model"], self.train_flops(objective, arch, teacher, dyn),
-                         arch, final_loss(losses_S)), losses_S)
+                         arch, final_loss(losses_S), generation), losses_S)
 
     # ------------------------------------------------------------------ protocol
 
@@ -600,37 +604,49 @@ class LMWorld:
         ``defense=watermark``."""
         return sample_sequences(key, params.weights, params.cfg, n, self.seq_len, self.vocab,
                                 **decoding(self.sampling, dyn),
-                                logit_bias_PxV=self.watermark_bias(dyn))
+                                logit_bias_PxV=self.watermark_bias(params, dyn))
 
     # ------------------------------------------------------------------ defense
 
-    def watermark_bias(self, dyn: Dyn | None) -> Array | None:
+    def defends(self, teacher: LMParams, dyn: Dyn | None, name: str) -> Array:
+        """The lane's traced ``defense.<name>`` for this teacher: 0 for teachers beyond
+        the first ``defense.teachers`` (when that is > 0)."""
+        value = jnp.asarray(strength(self.defense, dyn, name), jnp.float32)
+        if self.defense.teachers == 0:
+            return value
+        return jnp.where(teacher.generation < self.defense.teachers, value, 0.0)
+
+    def watermark_bias(self, teacher: LMParams, dyn: Dyn | None) -> Array | None:
         """The lane's watermark bias by previous token, (V + 1) x V (None without one)."""
         if self.defense.kind is not Defense.watermark:
             return None
-        return watermark.bias(self.green_PxV, strength(self.defense, dyn, "delta"))
+        return watermark.bias(self.green_PxV, self.defends(teacher, dyn, "delta"))
 
-    def watermarked(self, logits_xLxV: Array, tokens_xL: Array, dyn: Dyn | None) -> Array:
+    def watermarked(self, teacher: LMParams, logits_xLxV: Array, tokens_xL: Array,
+                    dyn: Dyn | None) -> Array:
         """Teacher-forced logits with the watermark's bias (unchanged without one)."""
         if self.defense.kind is not Defense.watermark:
             return logits_xLxV
         return watermark.biased_logits(logits_xLxV, tokens_xL, self.green_PxV,
-                                       strength(self.defense, dyn, "delta"))
+                                       self.defends(teacher, dyn, "delta"))
 
-    def served(self, key: Array, logits_xLxV: Array, tokens_xL: Array, dyn: Dyn | None
-               ) -> Array:
-        """The teacher's next-token logits (log-probabilities up to a constant) over all V
-        tokens as its defense serves them, whatever the exposure regime."""
-        return expose(key, self.watermarked(logits_xLxV, tokens_xL, dyn), ExposureConfig(),
-                      self.defense, strength(self.defense, dyn, "noise_scale"))
+    def exposed(self, key: Array | None, teacher: LMParams, logits_xLxV: Array,
+                tokens_xL: Array, dyn: Dyn | None,
+                exposure: ExposureConfig | None = None) -> Array:
+        """What the teacher shows of its (stop-gradient) logits on ``tokens``: watermarked,
+        then through ``exposure`` (default: the world's) with its noise."""
+        logits_xLxV = self.watermarked(teacher, logits_xLxV, tokens_xL, dyn)
+        return expose(key, logits_xLxV, self.exposure if exposure is None else exposure,
+                      self.defense, self.defends(teacher, dyn, "noise_scale"))
 
     def teacher_metrics(self, key: Array, teacher: LMParams, teacher_ExLxV: Array,
                         dyn: Dyn | None) -> dict[str, Array]:
         """``teacher_watermark_z``, ``teacher_nll_real`` and ``teacher_nll_cost``."""
         k_text, k_noise = jax.random.split(key)
         served_ExL = self.generate(k_text, teacher, self.eval_ExL.shape[0], dyn)
-        nll = jnp.mean(objectives.cross_entropy(
-            self.served(k_noise, teacher_ExLxV, self.eval_ExL, dyn), self.eval_ExL))
+        served_ExLxV = self.exposed(k_noise, teacher, teacher_ExLxV, self.eval_ExL, dyn,
+                                    ExposureConfig())  # over all V tokens
+        nll = jnp.mean(objectives.cross_entropy(served_ExLxV, self.eval_ExL))
         return {"teacher_watermark_z": watermark.detect(served_ExL, self.green_PxV,
                                                         self.defense.gamma)[0],
                 "teacher_nll_real": nll,
