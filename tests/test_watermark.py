@@ -91,8 +91,6 @@ def chains():
                               generations=2,
                               grid=GridConfig(defense=DefenseGrid(delta=[0.0, 2.0])))
     ds = experiment.run(experiment.build(cfg))
-    for name in ("watermark_z", "teacher_watermark_z", "teacher_nll_cost", "kl_to_truth"):
-        print(name, ds[name].round(2).values.tolist())
     return ds.sel({"defense.delta": 0.0}), ds.sel({"defense.delta": 2.0})
 
 
