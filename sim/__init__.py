@@ -1,17 +1,25 @@
 """sim: a simulator of model collapse and iterative distillation.
 
-Importing it turns on XLA's XNNPACK kernels for the CPU backend (``--xla_cpu_use_xnnpack``)
-unless ``XLA_FLAGS`` already sets that flag: LM training measured 1.6x-1.8x faster with
-them on 2 CPU cores (docs/performance.md). Flags are read when JAX first makes its CPU
-backend, so this must run before any computation; accelerators ignore the flag. It is set
-only with jaxlib 0.10 or newer (where it was measured): XLA aborts on a flag it does not
-know, and older releases may not know this one.
+Importing it sets two XLA flags, each unless ``XLA_FLAGS`` already sets it, and only with
+jaxlib 0.10 or newer (where they were measured; XLA aborts on a flag it does not know):
+
+* ``--xla_cpu_use_xnnpack=true``: XNNPACK kernels for the CPU backend; LM training
+  measured 1.6x-1.8x faster with them on 2 CPU cores (docs/performance.md);
+* ``--xla_gpu_experimental_enable_fusion_autotuner=false``: on an H200 (jaxlib 0.11.2)
+  the LM benchmark's generation step compiled in 22 s at 4 lanes, with XLA warning of a
+  "very slow compile" of a reduction fusion, and had not finished compiling after 4
+  minutes at 256 lanes, also with gemm autotuning off; the fusion autotuner, which tries
+  Triton code for large fusions, is the known cause of such compile times
+  (docs/performance.md). Other backends ignore it.
+
+Flags are read when JAX first makes a backend, so this must run before any computation.
 """
 
 import os
 from importlib import metadata
 
-_XNNPACK = "--xla_cpu_use_xnnpack"
+_FLAGS = {"--xla_cpu_use_xnnpack": "true",
+          "--xla_gpu_experimental_enable_fusion_autotuner": "false"}
 
 
 def _jaxlib_at_least(major: int, minor: int) -> bool:
@@ -22,5 +30,8 @@ def _jaxlib_at_least(major: int, minor: int) -> bool:
         return False
 
 
-if _XNNPACK not in os.environ.get("XLA_FLAGS", "") and _jaxlib_at_least(0, 10):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_XNNPACK}=true".strip()
+if _jaxlib_at_least(0, 10):
+    for _flag, _value in _FLAGS.items():
+        if _flag not in os.environ.get("XLA_FLAGS", ""):
+            _set = os.environ.get("XLA_FLAGS", "")
+            os.environ["XLA_FLAGS"] = f"{_set} {_flag}={_value}".strip()

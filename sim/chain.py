@@ -11,7 +11,9 @@ Under ``mix=replace`` and ``mix=accumulate`` a world with sufficient statistics
 accumulating chain keeps their running sum instead of the growing pool (O(n) a generation
 rather than O(g n)), and a world that can draw the statistics of its own samples directly
 (``sample_statistics``: the Gaussian's, in O(d^2) rather than O(n d)) never materialises
-them. Other worlds and policies go through the data.
+them; under ``mix=replace`` a world that can draw the fit on its own samples directly
+(``refit``: the Gaussian's Cholesky factor times a Bartlett factor) skips the statistics
+too. Other worlds and policies go through the data.
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ def _generation_keys(key: Array, generation: Array | int) -> tuple[Array, ...]:
 class Chain(NamedTuple):
     world: World
     mix: Mix
+    # Fit lane by lane when the chain's lanes are vmapped (``sim.lanes.sequential_fit``):
+    # the other phases stay vmapped.
+    sequential_fit: bool = False
+
+    def _fit(self, *args: Any) -> Params:
+        fit = self.world.fit
+        return (jax.custom_batching.sequential_vmap(fit) if self.sequential_fit else fit)(*args)
 
     @property
     def summarises(self) -> bool:
@@ -54,7 +63,7 @@ class Chain(NamedTuple):
         """Generation 0: fit on n real samples, measure."""
         k_real, _, _, k_fit, k_measure = _generation_keys(key, 0)
         real = self.world.sample_real(k_real, self.world.n_samples)
-        params = self.world.fit(k_fit, real, jnp.ones(self.world.n_samples), dyn, None)
+        params = self._fit(k_fit, real, jnp.ones(self.world.n_samples), dyn, None)
         metrics = self.world.measure(k_measure, params, None, dyn)
         if self.mix.policy is MixPolicy.accumulate and self.summarises:
             pool = self.world.statistics(real, jnp.ones(self.world.n_samples))
@@ -66,7 +75,11 @@ class Chain(NamedTuple):
              dyn: Dyn) -> tuple[ChainState, dict[str, Array]]:
         """Generation g >= 1: the previous model teaches, a new model is fitted and measured."""
         k_real, k_synth, k_mix, k_fit, k_measure = _generation_keys(key, generation)
-        if self.summarises:
+        if self.summarises and self.mix.policy is MixPolicy.replace and hasattr(
+                self.world, "refit"):
+            pool = state.pool
+            params = self.world.refit(k_synth, state.params, self.world.n_samples, dyn)
+        elif self.summarises:
             statistics = self._synthetic_statistics(k_synth, state.params, dyn)
             pool = state.pool
             if self.mix.policy is MixPolicy.accumulate:
@@ -78,6 +91,6 @@ class Chain(NamedTuple):
             real = self.world.sample_real(k_real, n) if self.mix.needs_real else None
             pool, data, weights_N = self.mix(state.pool, k_mix, generation, real, synthetic,
                                              dyn)
-            params = self.world.fit(k_fit, data, weights_N, dyn, state.params)
+            params = self._fit(k_fit, data, weights_N, dyn, state.params)
         metrics = self.world.measure(k_measure, params, state.params, dyn)
         return ChainState(params, pool), metrics

@@ -21,7 +21,7 @@ from sim.divergence import DIVERGED_INFO, mark_diverged
 from sim.distill import validate as validate_distill
 from sim.errors import require
 from sim.exposure import check_strengths, defense_settings
-from sim.lanes import lane_keys, resolve_strategy, run_lanes
+from sim.lanes import lane_keys, resolve_strategy, run_lanes, sequential_fit
 from sim.metrics.retention import RETENTION_INFO, relative_metrics, retention_metrics
 from sim.mix import make_mix
 from sim.mix import validate as validate_mix
@@ -63,7 +63,7 @@ def build(cfg: Config) -> Experiment:
     dyn = {"mix.real_fraction": cfg.mix.real_fraction,
            **dynamic_settings(cfg.distill, cfg.sampling, cfg.train),
            **defense_settings(cfg.defense)}
-    return Experiment(cfg, Chain(world, mix), dyn, grid)
+    return Experiment(cfg, Chain(world, mix, sequential_fit(cfg.lanes, world)), dyn, grid)
 
 
 def run(experiment: Experiment, swept: Mapping[str, Any] | None = None,

@@ -46,7 +46,7 @@ class Strategy(str, enum.Enum):
 
 @dataclass(frozen=True)
 class LanesConfig:
-    strategy: Strategy = Strategy.auto
+    strategy: Strategy = Strategy.auto  # auto also fits lane by lane where the world asks
     batch_size: Optional[int] = None  # lanes per vmapped batch under map (None: the world's)
     chunk_size: Optional[int] = None  # lanes per compiled call (None: as many as memory allows)
     memory_fraction: float = 0.5  # share of free device memory an automatic chunk may use
@@ -73,6 +73,15 @@ def resolve_strategy(cfg: LanesConfig, cpu_lane_batch: int = 0) -> tuple[Strateg
         return cfg.strategy, batch_size
     single_cpu = jax.default_backend() == "cpu" and jax.local_device_count() == 1
     return (Strategy.map if single_cpu and cpu_lane_batch else Strategy.vmap), batch_size
+
+
+def sequential_fit(cfg: LanesConfig, world: Any) -> bool:
+    """Whether the chain fits lane by lane inside its vmapped lanes: under ``auto`` on one
+    CPU device, for worlds that measured it faster (``cpu_sequential_fit``: training a
+    transformer one lane at a time, while its sampling prefers the vmap)."""
+    single_cpu = jax.default_backend() == "cpu" and jax.local_device_count() == 1
+    return (cfg.strategy is Strategy.auto and single_cpu
+            and getattr(world, "cpu_sequential_fit", False))
 
 
 def over_lanes(fn: Callable[[Any], Any], strategy: Strategy, batch_size: int,

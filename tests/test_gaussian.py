@@ -12,8 +12,8 @@ from sim.config import Config
 from sim.errors import ConfigError
 from sim.lanes import LanesConfig
 from sim.mix import MixConfig, MixPolicy
-from sim.worlds.gaussian import (Covariance, Estimator, GaussianConfig, GaussianWorld,
-                                 fit_gaussian, true_covariance, w2_gaussians)
+from sim.worlds.gaussian import (Covariance, Estimator, GaussianConfig, GaussianParams,
+                                 GaussianWorld, fit_gaussian, true_covariance, w2_gaussians)
 
 
 def test_fit_matches_numpy_and_ignores_zero_weights():
@@ -48,7 +48,8 @@ def test_random_covariance_is_spd_with_requested_trace():
 def test_generated_samples_follow_the_fit():
     world = GaussianWorld(GaussianConfig(dim=2, covariance=Covariance.random))
     cov = jnp.array([[2.0, 0.5], [0.5, 1.0]])
-    x = world.generate(jax.random.key(1), (jnp.array([1.0, -1.0]), cov), 200_000, {})
+    x = world.generate(jax.random.key(1), GaussianParams(jnp.array([1.0, -1.0]),
+                                                        jnp.linalg.cholesky(cov)), 200_000, {})
     np.testing.assert_allclose(x.mean(0), [1.0, -1.0], atol=4 * np.sqrt(2.0 / 200_000))
     np.testing.assert_allclose(np.cov(np.asarray(x).T), cov, atol=0.03)
 
@@ -85,6 +86,20 @@ def test_refit_chain_matches_closed_forms(estimator):
         assert_mean(sel.mean_error, expected_mean_error)
         assert_mean(sel.cov_logdet_ratio, (g + 1) * logdet_step,
                     sd=np.sqrt((g + 1) * logdet_step_var))
+
+
+def test_log_det_stays_exact_long_after_float32_covariances_turn_singular():
+    # n = 10, d = 5: the log eigenvalues spread by about psi(4.5) - psi(2.5) = 0.69 nats a
+    # generation, so after 100 generations the covariance's condition number is far past
+    # float32's 1e7 and a decomposition of it returns garbage; the carried Cholesky factor
+    # keeps log det a sum of exact per-generation steps.
+    n, d, g, seeds = 10, 5, 100, 1000
+    ds = _chains(Estimator.unbiased, n, d, generations=g, seeds=seeds)
+    i = np.arange(1, d + 1)
+    step = digamma((n - i) / 2).sum() + d * np.log(2) - d * np.log(n - 1)
+    logdet = ds.cov_logdet_ratio.sel(generation=g)
+    assert np.isfinite(logdet).all()
+    assert_mean(logdet, (g + 1) * step, sd=np.sqrt((g + 1) * polygamma(1, (n - i) / 2).sum()))
 
 
 def test_unbiased_refits_collapse_although_the_expected_variance_is_kept():

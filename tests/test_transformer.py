@@ -94,3 +94,21 @@ def test_vmap_over_lanes() -> None:
     np.testing.assert_allclose(logits[1], single, atol=1e-6)
     gen = jax.jit(jax.vmap(lambda k, p: tf.generate(k, p, CFG, 2, 4, 0, 0.7, 3, 0.9, 0.05)))
     assert gen(keys, lanes).shape == (3, 2, 4)
+
+
+def test_rows_sampled_in_blocks_equal_rows_sampled_together(params: dict, monkeypatch) -> None:
+    # On CPU, generate samples blocks of rows one after another (tf.row_block); every row
+    # keeps its own uniforms, so the tokens are those of one block of all rows.
+    def sample() -> tuple[jax.Array, jax.Array]:
+        jax.clear_caches()
+        return tf.generate(jax.random.key(1), params, CFG, 48, 6, temperature=1.3,
+                           return_logits=True)
+
+    monkeypatch.setattr(tf, "CPU_ROW_BLOCK", 8)
+    assert tf.row_block(48) == 8 and tf.row_block(36) == 6
+    blocked, blocked_logits = sample()
+    monkeypatch.setattr(tf, "CPU_ROW_BLOCK", 48)
+    together, together_logits = sample()
+    assert len(np.unique(np.asarray(together), axis=0)) > 40  # rows differ
+    np.testing.assert_array_equal(blocked, together)
+    np.testing.assert_allclose(blocked_logits, together_logits, atol=1e-5)

@@ -229,8 +229,9 @@ def generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, len
     Position 0 holds ``bos_token``; token t (t = 0..length-1 of the output) is drawn from
     the model's next-token distribution at position t, transformed by ``sim.sampling``
     (temperature/top_p/min_p may be traced; top_k is static, 0 = off; temperature <= 0 is
-    greedy). The step key is ``fold_in(key, t)``. ``batch``, ``length``, ``top_k`` and
-    ``return_logits`` are static. ``sample_vocab > 0`` (static) samples from the first
+    greedy). Token t of every row is drawn with the uniform ``uniform(fold_in(key, t),
+    (batch,))[row]``, so the rows do not depend on how they are blocked (``row_block``).
+    ``batch``, ``length``, ``top_k`` and ``return_logits`` are static. ``sample_vocab > 0`` (static) samples from the first
     ``sample_vocab`` outputs only (e.g. to never emit an input-only BOS token). Returns
     ``tokens_BxT`` (int32), plus the raw (untransformed) logits_BxTxV when
     ``return_logits``. ``logit_bias_PxV`` (rows indexed by the previous token, BOS
@@ -240,25 +241,56 @@ def generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, len
     """
     if not 1 <= length <= cfg.context:
         raise ValueError(f"length={length} must be in [1, context={cfg.context}]")
-    token0_B = jnp.full((batch,), bos_token, jnp.int32)
+    positions_T = jnp.arange(length)
+    u_TxB = jax.vmap(lambda pos: jax.random.uniform(jax.random.fold_in(key, pos),
+                                                    (batch,)))(positions_T)
 
-    def step(carry: tuple[Cache, Array], pos: Array) -> tuple[tuple[Cache, Array],
-                                                              tuple[Array, Array | None]]:
-        cache, token_B = carry
-        logits_BxV, _, cache = decode_step(params, cache, token_B, pos, cfg)
-        candidates_BxV = logits_BxV[:, :sample_vocab] if sample_vocab else logits_BxV
-        if logit_bias_PxV is not None:
-            candidates_BxV = candidates_BxV + logit_bias_PxV[token_B]
-        next_B = sampling.sample(jax.random.fold_in(key, pos), candidates_BxV, temperature,
-                                 top_k, top_p, min_p)
-        return (cache, next_B), (next_B, logits_BxV if return_logits else None)
+    def rows(u_TxR: Array) -> tuple[Array, Array | None]:
+        """The sequences of the rows whose uniforms are ``u_TxR``: (T x R tokens, their
+        T x R x V logits or None)."""
+        def step(carry: tuple[Cache, Array], at: tuple[Array, Array]
+                 ) -> tuple[tuple[Cache, Array], tuple[Array, Array | None]]:
+            (cache, token_R), (pos, u_R) = carry, at
+            logits_RxV, _, cache = decode_step(params, cache, token_R, pos, cfg)
+            candidates_RxV = logits_RxV[:, :sample_vocab] if sample_vocab else logits_RxV
+            if logit_bias_PxV is not None:
+                candidates_RxV = candidates_RxV + logit_bias_PxV[token_R]
+            next_R = sampling.sample_at(u_R, candidates_RxV, temperature, top_k, top_p,
+                                        min_p)
+            return (cache, next_R), (next_R, logits_RxV if return_logits else None)
 
-    _, (tokens_TxB, logits_TxBxV) = jax.lax.scan(step, (init_cache(cfg, batch), token0_B),
-                                                 jnp.arange(length))
+        token0_R = jnp.full(u_TxR.shape[1:], bos_token, jnp.int32)
+        _, out = jax.lax.scan(step, (init_cache(cfg, u_TxR.shape[1]), token0_R),
+                              (positions_T, u_TxR))
+        return out
+
+    block = row_block(batch)
+    if block == batch:
+        tokens_TxB, logits_TxBxV = rows(u_TxB)
+    else:  # blocks of rows one after another, each sampling all positions
+        u_NxTxR = jnp.moveaxis(u_TxB.reshape(length, batch // block, block), 1, 0)
+        tokens_NxTxR, logits_NxTxRxV = jax.lax.map(rows, u_NxTxR)
+        tokens_TxB = jnp.moveaxis(tokens_NxTxR, 0, 1).reshape(length, batch)
+        if return_logits:
+            logits_TxBxV = jnp.moveaxis(logits_NxTxRxV, 0, 1).reshape(length, batch, -1)
     tokens_BxT = tokens_TxB.T
     if return_logits:
         return tokens_BxT, jnp.swapaxes(logits_TxBxV, 0, 1)
     return tokens_BxT
+
+
+CPU_ROW_BLOCK = 64  # rows per block when sampling on CPU (``row_block``)
+
+
+def row_block(batch: int) -> int:
+    """Rows sampled together: on CPU the largest divisor of ``batch`` up to
+    ``CPU_ROW_BLOCK``, whose KV caches stay in cache memory (4 lanes x 1024 x 64 tokens of
+    the ``lm`` benchmark: blocks of 64 rows measured 1.2x the tokens/s of one block of
+    1024, and blocks of 16, 32, 128 and 256 less than 64; docs/performance.md); elsewhere
+    all of them, which fills an accelerator."""
+    if jax.default_backend() != "cpu" or batch <= CPU_ROW_BLOCK:
+        return batch
+    return max(b for b in range(1, CPU_ROW_BLOCK + 1) if batch % b == 0)
 
 
 def param_count(params: Params) -> int:

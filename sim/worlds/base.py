@@ -70,6 +70,9 @@ class World(Protocol):
     # On a single CPU, the lanes per lax.map batch that measured fastest, or 0 when one wide
     # vmap wins (closed-form fits are cheap per lane and vmap wins; a transformer's may not).
     cpu_lane_batch: int
+    # Optional: True where fitting one lane at a time beats fitting the vmapped lanes on
+    # one CPU (sim.lanes.sequential_fit); absent = False
+    # cpu_sequential_fit: bool
     metric_info: Mapping[str, MetricInfo]  # every metric ``measure`` returns, in order
     headline: tuple[str, ...]  # metrics printed in the run summary
     # (metric, "ratio" | "likelihood") whose change from generation 0 is the world's

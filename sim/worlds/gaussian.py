@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -85,12 +86,39 @@ def w2_gaussians(m1_D: Array, c1_DxD: Array, m2_D: Array, c2_sqrt_DxD: Array) ->
     return jnp.sqrt(jnp.clip(sq, 0.0))
 
 
-def _root(cov_DxD: Array) -> Array:
-    """R with R R' = cov. A symmetric eigendecomposition rather than Cholesky: a collapsed
-    chain's covariance can reach singularity in float32, and sampling must then return the
-    mean, not NaN."""
-    evals_D, evecs_DxD = jnp.linalg.eigh(cov_DxD)
-    return evecs_DxD * jnp.sqrt(jnp.clip(evals_D, 0.0))
+class GaussianParams(NamedTuple):
+    """A fitted Gaussian N(mean, chol chol'), its covariance kept as the lower-triangular
+    Cholesky factor: sampling needs no decomposition, log det is 2 sum log diag(chol) even
+    for a covariance too close to singular for float32, and a refit on the model's own
+    samples multiplies the factor by a triangular matrix (``refit``)."""
+
+    mean_D: Array
+    chol_DxD: Array
+
+    @property
+    def cov_DxD(self) -> Array:
+        return self.chol_DxD @ self.chol_DxD.T
+
+
+def chol_of_data(x_NxD: Array, w_N: Array, mean_D: Array, ddof: int) -> Array:
+    """The Cholesky factor of the weighted covariance about ``mean_D``, from the QR
+    decomposition of the weighted centred data (sqrt(w) (x - mean) = QR, so the scatter is
+    R'R): no scatter matrix is formed, so a nearly singular fit loses no precision to
+    squaring."""
+    _, r_DxD = jnp.linalg.qr(jnp.sqrt(w_N)[:, None] * (x_NxD - mean_D))
+    sign_D = jnp.where(jnp.diagonal(r_DxD) < 0, -1.0, 1.0)
+    return (r_DxD.T * sign_D) / jnp.sqrt(w_N.sum() - ddof)
+
+
+def bartlett(key: Array, n: int, d: int) -> Array:
+    """B lower triangular with B B' ~ Wishart(n - 1, I) (Bartlett's decomposition):
+    B_ii^2 ~ chi^2(n - i) for i = 1..d, B_ij ~ N(0, 1) below the diagonal."""
+    k_chi, k_below = jax.random.split(key)
+    chi2_D = 2.0 * jax.random.gamma(k_chi, (n - 1 - jnp.arange(d)) / 2.0)
+    rows, cols = np.tril_indices(d, -1)
+    below_DxD = jnp.zeros((d, d)).at[rows, cols].set(
+        jax.random.normal(k_below, (len(rows),)))
+    return below_DxD + jnp.diag(jnp.sqrt(chi2_D))
 
 
 class GaussianWorld:
@@ -134,49 +162,63 @@ class GaussianWorld:
         return self.mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ self.chol_DxD.T
 
     def fit(self, key: Array, data: Array, weights_N: Array, dyn: Dyn,
-            teacher: Params = None) -> tuple[Array, Array]:
+            teacher: Params = None) -> GaussianParams:
         del key, dyn, teacher
-        return fit_gaussian(data, weights_N, self.ddof)
+        mean_D = (weights_N[:, None] * data).sum(0) / weights_N.sum()
+        return GaussianParams(mean_D, chol_of_data(data, weights_N, mean_D, self.ddof))
 
     def statistics(self, data: Array, weights_N: Array) -> tuple[Array, Array, Array]:
         """Sufficient statistics of weighted data (additive: an accumulating chain keeps
         their running sum instead of its whole pool)."""
         return scatter_statistics(data, weights_N, self.mean_D)
 
-    def fit_statistics(self, statistics: tuple[Array, Array, Array]) -> tuple[Array, Array]:
-        """``fit`` from the summed ``statistics`` of its data."""
-        return gaussian_from_statistics(statistics, self.mean_D, self.ddof)
+    def fit_statistics(self, statistics: tuple[Array, Array, Array]) -> GaussianParams:
+        """``fit`` from the summed ``statistics`` of its data (under mix=accumulate, whose
+        pool holds generation 0's real data, so the covariance is positive definite)."""
+        mean_D, cov_DxD = gaussian_from_statistics(statistics, self.mean_D, self.ddof)
+        return GaussianParams(mean_D, jnp.linalg.cholesky(cov_DxD))
 
-    def sample_statistics(self, key: Array, params: tuple[Array, Array], n: int,
-                          dyn: Dyn) -> tuple[Array, Array, Array]:
-        """The ``statistics`` of n samples of the model, drawn directly in O(d^2): the
-        sample mean is N(mu, Sigma / n) and, independently, the scatter about it is
-        Wishart(n - 1, Sigma), drawn by Bartlett's decomposition R B B' R' (R R' = Sigma;
-        B lower triangular, B_ii^2 ~ chi^2(n - i), B_ij ~ N(0, 1) below the diagonal)."""
-        del dyn
-        mean_D, cov_DxD = params
+    def _own_sample(self, key: Array, params: GaussianParams, n: int
+                    ) -> tuple[Array, Array]:
+        """The mean offset from the truth's mean and the scatter's factor of n samples of
+        the model, drawn directly in O(d^2): the sample mean is N(mu, Sigma / n) and,
+        independently, the scatter about it is Wishart(n - 1, Sigma) = (L B)(L B)' with L
+        the model's Cholesky factor and B from ``bartlett`` (lower triangular, so L B is
+        the scatter's Cholesky factor)."""
+        k_mean, k_bartlett = jax.random.split(key)
         d = self.cfg.dim
-        k_mean, k_chi, k_below = jax.random.split(key, 3)
-        root_DxD = _root(cov_DxD)
-        offset_D = mean_D - self.mean_D + root_DxD @ jax.random.normal(k_mean, (d,)) / n**0.5
-        chi2_D = 2.0 * jax.random.gamma(k_chi, (n - 1 - jnp.arange(d)) / 2.0)
-        below_DxD = jnp.tril(jax.random.normal(k_below, (d, d)), -1)
-        rb_DxD = root_DxD @ (below_DxD + jnp.diag(jnp.sqrt(chi2_D)))
-        scatter_DxD = rb_DxD @ rb_DxD.T + n * jnp.outer(offset_D, offset_D)
-        return jnp.float32(n), n * offset_D, scatter_DxD
+        mean_D = params.mean_D + params.chol_DxD @ jax.random.normal(k_mean, (d,)) / n**0.5
+        return mean_D - self.mean_D, params.chol_DxD @ bartlett(k_bartlett, n, d)
 
-    def generate(self, key: Array, params: tuple[Array, Array], n: int, dyn: Dyn) -> Array:
+    def sample_statistics(self, key: Array, params: GaussianParams, n: int,
+                          dyn: Dyn) -> tuple[Array, Array, Array]:
+        """The ``statistics`` of n samples of the model, without drawing them
+        (``_own_sample``)."""
         del dyn
-        mean_D, cov_DxD = params
-        return mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ _root(cov_DxD).T
+        offset_D, lb_DxD = self._own_sample(key, params, n)
+        return jnp.float32(n), n * offset_D, lb_DxD @ lb_DxD.T + n * jnp.outer(offset_D,
+                                                                              offset_D)
 
-    def measure(self, key: Array, params: tuple[Array, Array],
+    def refit(self, key: Array, params: GaussianParams, n: int, dyn: Dyn) -> GaussianParams:
+        """The fit on n samples of the model (mix=replace), drawn as in ``_own_sample``:
+        the new factor is L B / sqrt(n - ddof), exact however close to singular the chain
+        has collapsed."""
+        del dyn
+        offset_D, lb_DxD = self._own_sample(key, params, n)
+        return GaussianParams(self.mean_D + offset_D, lb_DxD / jnp.sqrt(n - self.ddof))
+
+    def generate(self, key: Array, params: GaussianParams, n: int, dyn: Dyn) -> Array:
+        del dyn
+        return params.mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ params.chol_DxD.T
+
+    def measure(self, key: Array, params: GaussianParams,
                 teacher: Params = None, dyn: Dyn | None = None) -> dict[str, Array]:
         del key, teacher, dyn
-        mean_D, cov_DxD = params
+        diag_D = jnp.abs(jnp.diagonal(params.chol_DxD))
         return {
-            "w2_to_truth": w2_gaussians(mean_D, cov_DxD, self.mean_D, self.sqrt_DxD),
-            "mean_error": jnp.sum((mean_D - self.mean_D) ** 2),
-            "cov_trace_ratio": jnp.trace(cov_DxD) / self.trace,
-            "cov_logdet_ratio": jnp.linalg.slogdet(cov_DxD)[1] - self.logdet,
+            "w2_to_truth": w2_gaussians(params.mean_D, params.cov_DxD, self.mean_D,
+                                        self.sqrt_DxD),
+            "mean_error": jnp.sum((params.mean_D - self.mean_D) ** 2),
+            "cov_trace_ratio": jnp.sum(params.chol_DxD**2) / self.trace,
+            "cov_logdet_ratio": 2 * jnp.log(diag_D).sum() - self.logdet,
         }
