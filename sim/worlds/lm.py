@@ -456,6 +456,12 @@ class LMWorld:
                                                                student)
         self.exposure, self.defense = exposure, defense
         self.green_PxV = watermark.green_lists(defense.key, defense.gamma, vocab)
+        if defense.kind is Defense.watermark:
+            # jax 0.10.2 on one CPU: with lanes in lax.map batches (more lanes than
+            # cpu_lane_batch), fitting lane by lane and sampling with the watermark's
+            # per-lane bias deadlocked (every thread in a futex wait, no CPU time); the
+            # vmapped fit runs.
+            self.cpu_sequential_fit = False
         self.cfg = cfg
         self.vocab = vocab
         self.seq_len = cfg.seq_len
