@@ -22,6 +22,7 @@ from sim.distill import check_closed_form, dynamic_settings
 from sim.divergence import DIVERGED_INFO, mark_diverged
 from sim.distill import validate as validate_distill
 from sim.errors import require
+from sim.exposure import check_strengths, defense_settings
 from sim.lanes import lane_keys, resolve_strategy, run_lanes, sequential_fit
 from sim.metrics.retention import RETENTION_INFO, relative_metrics, retention_metrics
 from sim.mix import make_mix
@@ -43,6 +44,7 @@ def _validate_point(cfg: Config, world: str) -> None:
     validate_distill(cfg.distill, cfg.sampling, cfg.train, cfg.student)
     validate_mix(cfg.mix)
     validate_filter(cfg.filter)
+    check_strengths(cfg.defense)
     if WORLDS[world].closed_form:
         check_closed_form(world, cfg.distill, cfg.sampling, cfg.student)
 
@@ -71,7 +73,8 @@ def build(cfg: Config) -> Experiment:
     dyn = {"mix.real_fraction": cfg.mix.real_fraction,
            "mix.real_fraction_decay": cfg.mix.real_fraction_decay,
            "filter.keep": cfg.filter.keep, "filter.noise": cfg.filter.noise,
-           **dynamic_settings(cfg.distill, cfg.sampling, cfg.train)}
+           **dynamic_settings(cfg.distill, cfg.sampling, cfg.train),
+           **defense_settings(cfg.defense)}
     chain = Chain(world, mix, sequential_fit(cfg.lanes, world),
                   curation=curation if curation.active else None, teaching=teaching)
     return Experiment(cfg, chain, dyn, grid)

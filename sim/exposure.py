@@ -15,12 +15,25 @@ the log-probabilities a student's objective sees:
 ``defense=logit_noise`` adds Gaussian noise of std ``defense.noise_scale`` to every exposed
 log-probability (the visible top k only, under ``topk_logprobs``) before it is normalised
 again: a lab's cheapest poisoning of what it reveals.
+
+``defense=watermark`` is the green-list watermark of Kirchenbauer et al. (2023)
+(``sim.watermark``: ``defense.gamma``, ``defense.delta``, ``defense.key``): the teacher
+serves the biased distribution, in its sampled text and in the probabilities it exposes.
+It needs text, so only the LM worlds take it; it is the one defense that acts on text, so
+it also runs with ``distill=hard`` and ``exposure=text_only``.
+
+The strengths ``defense.noise_scale`` and ``defense.delta`` are traced settings
+(``defense_settings``): a grid sweeps them as lanes of one program. ``strength`` reads a
+lane's value. In the LM worlds ``defense.teachers = k > 0`` has only the first k teachers
+(generations 0..k-1) defend, so that a study sees how a mark fades once the later
+distillers stop adding it.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +55,7 @@ class Regime(str, enum.Enum):
 class Defense(str, enum.Enum):
     none = "none"
     logit_noise = "logit_noise"
+    watermark = "watermark"
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,10 @@ class ExposureConfig:
 class DefenseConfig:
     kind: Defense = Defense.none
     noise_scale: float = 0.0  # logit_noise: std of the noise on each exposed log-probability
+    gamma: float = 0.25  # watermark: share of green tokens (also the detector's, always on)
+    delta: float = 2.0  # watermark: logit bias on the green tokens
+    key: int = 0  # watermark: seeds the green lists (one per previous token)
+    teachers: int = 0  # LM worlds: only the first k teachers (generations 0..k-1) defend; 0: all
 
 
 # The objectives that can learn under each regime: text alone teaches only hard labels;
@@ -69,9 +87,10 @@ ALLOWED = {
 
 
 def validate(exposure: ExposureConfig, defense: DefenseConfig, objective: Objective,
-             world: str, distils: bool) -> None:
+             world: str, distils: bool, text: bool = False) -> None:
     """One-line errors for settings out of range and for combinations that mean nothing
-    (``distils``: the world's students query their teacher)."""
+    (``distils``: the world's students query their teacher; ``text``: its teachers write
+    token sequences)."""
     if not distils:
         for key, value, default in (("exposure.regime", exposure.regime, Regime.full_logits),
                                     ("defense.kind", defense.kind, Defense.none)):
@@ -81,8 +100,16 @@ def validate(exposure: ExposureConfig, defense: DefenseConfig, objective: Object
             f"an integer in [1, {MAX_API_TOP_K}] (what APIs return)")
     require(exposure.temperature > 0, "exposure.temperature", exposure.temperature,
             "a positive float")
-    require(defense.noise_scale >= 0, "defense.noise_scale", defense.noise_scale,
-            "a float >= 0")
+    check_strengths(defense)
+    require(0 < defense.gamma < 1, "defense.gamma", defense.gamma, "a fraction in (0, 1)")
+    require(defense.teachers >= 0, "defense.teachers", defense.teachers,
+            "an integer >= 0 (0 = every teacher defends)")
+    require(defense.teachers == 0 or text, "defense.teachers", defense.teachers,
+            f"0 in the world {world!r} (only the LM worlds count their teachers)")
+    if defense.kind is Defense.watermark:
+        require(text, "defense.kind", defense.kind,
+                f"none or logit_noise in the world {world!r}: the watermark marks text "
+                "(only the LM worlds markov_lm and text)")
     allowed = ALLOWED[exposure.regime]
     require(objective in allowed, "distill.objective", objective,
             f"with exposure={exposure.regime.value} one of "
@@ -92,15 +119,35 @@ def validate(exposure: ExposureConfig, defense: DefenseConfig, objective: Object
             exposure.missing, "uniform with distill=reverse_kl (a renormalised top k gives "
             "the other tokens probability 0, and KL(student || teacher) is infinite)")
     if objective is Objective.hard or exposure.regime is Regime.text_only:
-        require(defense.kind is Defense.none, "defense.kind", defense.kind,
-                f"none with distill={objective.value} exposure={exposure.regime.value}: "
-                "the student never sees the teacher's probabilities")
+        require(defense.kind is not Defense.logit_noise, "defense.kind", defense.kind,
+                f"none or watermark with distill={objective.value} "
+                f"exposure={exposure.regime.value}: the student never sees the teacher's "
+                "probabilities")
+
+
+def check_strengths(defense: DefenseConfig) -> None:
+    """One-line errors for the traced strengths (checked per grid point)."""
+    require(defense.noise_scale >= 0, "defense.noise_scale", defense.noise_scale,
+            "a float >= 0")
+    require(defense.delta >= 0, "defense.delta", defense.delta, "a float >= 0")
+
+
+def defense_settings(defense: DefenseConfig) -> dict[str, float]:
+    """The defense's traced settings, keyed by config key."""
+    return {"defense.noise_scale": defense.noise_scale, "defense.delta": defense.delta}
+
+
+def strength(defense: DefenseConfig, dyn: Mapping[str, Any] | None, name: str) -> Any:
+    """A lane's traced ``defense.<name>`` (the configured value where ``dyn`` lacks it)."""
+    return (dyn or {}).get(f"defense.{name}", getattr(defense, name))
 
 
 def expose(key: Array | None, teacher_logits_xV: Array, exposure: ExposureConfig,
-           defense: DefenseConfig) -> Array:
+           defense: DefenseConfig, noise_scale: Array | float | None = None) -> Array:
     """The log-probabilities ``[..., V]`` of the teacher that a student's objective sees
-    (``key`` draws the defense's noise; unused without one)."""
+    (``key`` draws the defense's noise, of std ``noise_scale``, the lane's traced value;
+    default ``defense.noise_scale``; unused without noise). A watermark's bias is already
+    in the logits (``sim.watermark.biased_logits``)."""
     vocab = teacher_logits_xV.shape[-1]
     if exposure.regime is Regime.full_logits and not noisy(defense):
         return teacher_logits_xV  # log-probabilities up to a constant: every objective's
@@ -108,18 +155,22 @@ def expose(key: Array | None, teacher_logits_xV: Array, exposure: ExposureConfig
     if exposure.regime is Regime.topk_logprobs:
         logprobs_xV = jax.nn.log_softmax(teacher_logits_xV / exposure.temperature, axis=-1)
         values_xK, indices_xK = jax.lax.top_k(logprobs_xV, min(exposure.top_k, vocab))
-        values_xK = _noisy(key, values_xK, defense)
+        values_xK = _noisy(key, values_xK, defense, noise_scale)
         return topk_target(values_xK, indices_xK, vocab, exposure.missing.value)
     logprobs_xV = jax.nn.log_softmax(teacher_logits_xV, axis=-1)
-    return jax.nn.log_softmax(_noisy(key, logprobs_xV, defense), axis=-1)
+    return jax.nn.log_softmax(_noisy(key, logprobs_xV, defense, noise_scale), axis=-1)
 
 
 def noisy(defense: DefenseConfig) -> bool:
-    """Whether the defense draws noise (so the loss needs a key)."""
-    return defense.kind is Defense.logit_noise and defense.noise_scale > 0
+    """Whether the defense draws noise (so the loss needs a key): logit_noise at any
+    strength, 0 included, so that every lane of a swept ``defense.noise_scale`` draws its
+    minibatches as a run of that value alone does."""
+    return defense.kind is Defense.logit_noise
 
 
-def _noisy(key: Array | None, logprobs: Array, defense: DefenseConfig) -> Array:
+def _noisy(key: Array | None, logprobs: Array, defense: DefenseConfig,
+           noise_scale: Array | float | None) -> Array:
     if not noisy(defense):
         return logprobs
-    return logprobs + defense.noise_scale * jax.random.normal(key, logprobs.shape)
+    scale = defense.noise_scale if noise_scale is None else noise_scale
+    return logprobs + scale * jax.random.normal(key, logprobs.shape)

@@ -61,16 +61,24 @@ class FilterGrid:
 
 
 @dataclass(frozen=True)
+class DefenseGrid:
+    noise_scale: Values = None
+    delta: Values = None
+
+
+@dataclass(frozen=True)
 class GridConfig:
-    """Values of the traced settings (``sim/distill.py:dynamic_settings`` and the mix's
-    real fraction and its decay, the filter's kept share and verifier noise) to run as
-    lanes; each swept key becomes a dimension of the results."""
+    """Values of the traced settings (``sim/distill.py:dynamic_settings``, the mix's real
+    fraction and its decay, the filter's kept share and verifier noise, and
+    ``sim/exposure.py:defense_settings``) to run as lanes; each swept key becomes a
+    dimension of the results."""
 
     sampling: SamplingGrid = field(default_factory=SamplingGrid)
     mix: MixGrid = field(default_factory=MixGrid)
     distill: DistillGrid = field(default_factory=DistillGrid)
     train: TrainGrid = field(default_factory=TrainGrid)
     filter: FilterGrid = field(default_factory=FilterGrid)
+    defense: DefenseGrid = field(default_factory=DefenseGrid)
 
 
 TRACED_KEYS = tuple(f"{group}.{name}" for group, settings in get_type_hints(GridConfig).items()
@@ -87,6 +95,7 @@ FILTERS_USING = {  # the filters that read each filter setting
     "filter.keep": ("truth_likelihood", "self_likelihood"),
     "filter.noise": ("truth_likelihood",),
 }
+DEFENSE_USING = {"defense.noise_scale": "logit_noise", "defense.delta": "watermark"}
 
 Grid = tuple[tuple[str, tuple[float, ...]], ...]  # ((config key, values), ...), hashable
 
@@ -158,6 +167,9 @@ def validate(cfg: Any, grid: Grid, trains: bool) -> None:
         require(filters is None or cfg.filter.kind.value in filters, shown, list(values),
                 f"only with filter={' or filter='.join(filters or ())} (this run has "
                 f"filter={cfg.filter.kind.value})")
+        defense = DEFENSE_USING.get(key)
+        require(defense is None or cfg.defense.kind.value == defense, shown, list(values),
+                f"only with defense={defense} (this run has defense={cfg.defense.kind.value})")
         require(trains or not key.startswith("train."), shown, list(values),
                 "only in trained worlds (digits, markov_lm, text; the others fit by maximum "
                 "likelihood)")

@@ -15,8 +15,9 @@ from sim import experiment, lanes
 from sim.config import Config
 from sim.distill import DistillConfig, Objective, SamplingConfig, TrainConfig, dynamic_settings
 from sim.errors import ConfigError
-from sim.grid import (DistillGrid, GridConfig, MixGrid, SamplingGrid, TRACED_KEYS, TrainGrid,
-                      as_grid, points)
+from sim.exposure import Defense, DefenseConfig, defense_settings
+from sim.grid import (DefenseGrid, DistillGrid, GridConfig, MixGrid, SamplingGrid, TRACED_KEYS,
+                      TrainGrid, as_grid, points)
 from sim.lanes import LanesConfig
 from sim.mix import MixConfig, MixPolicy
 from sim.worlds.gaussian import GaussianConfig
@@ -36,7 +37,8 @@ def _run(cfg: Config):
 
 def test_traced_keys_are_the_chains_dynamic_settings():
     dynamic = {"mix.real_fraction", "mix.real_fraction_decay", "filter.keep", "filter.noise",
-               *dynamic_settings(DistillConfig(), SamplingConfig(), TrainConfig())}
+               *dynamic_settings(DistillConfig(), SamplingConfig(), TrainConfig()),
+               *defense_settings(DefenseConfig())}
     assert set(TRACED_KEYS) == dynamic
 
 
@@ -103,6 +105,37 @@ def test_a_sampling_filter_on_for_some_points_leaves_the_others_exact():
     assert (shares.sel({"sampling.top_p": 0.5}) > shares.sel({"sampling.top_p": 1.0})).all()
 
 
+DIGITS = Config(world=DigitsConfig(hidden=(8,), classes=(3, 5), n_samples=200),
+                distill=DistillConfig(objective=Objective.soft),
+                defense=DefenseConfig(kind=Defense.logit_noise, noise_scale=1.0),
+                train=TrainConfig(steps=20, batch_size=16), generations=1, seeds=2,
+                progress=False)
+TINY_LM = Config(world=MarkovLMConfig(n_samples=32, seq_len=8, vocab_size=8, width=16,
+                                      layers=1, heads=2, eval_sequences=16),
+                 defense=DefenseConfig(kind=Defense.watermark),
+                 train=TrainConfig(steps=10, batch_size=8), generations=1, seeds=2,
+                 progress=False)
+
+
+@pytest.mark.parametrize("base,key,values,alone", [
+    (DIGITS, "noise_scale", [0.0, 3.0], [0.0, 3.0]),
+    (TINY_LM, "delta", [0.0, 4.0], [4.0]),
+])
+def test_a_swept_defense_strength_equals_each_point_run_alone(base, key, values, alone):
+    grid = _run(dataclasses.replace(base, grid=GridConfig(defense=DefenseGrid(
+        **{key: values}))))
+    dim = f"defense.{key}"
+    for value in alone:
+        single = _run(dataclasses.replace(base, defense=dataclasses.replace(
+            base.defense, **{key: value})))
+        for name in (n for n, v in single.data_vars.items() if "seed" in v.dims):
+            np.testing.assert_allclose(grid[name].sel({dim: value}), single[name],
+                                       rtol=1e-5, atol=1e-6, err_msg=name)
+    # the strengths differ: a stronger defense costs the teacher more
+    cost = grid.teacher_nll_cost.isel(generation=1)
+    assert (cost.sel({dim: values[1]}) > cost.sel({dim: values[0]}) + 0.05).all()
+
+
 @pytest.mark.parametrize("changes,message", [
     ({"grid": GridConfig(mix=MixGrid(real_fraction=[0.0, 0.5]))},
      "grid.mix.real_fraction=[0.0, 0.5] is not allowed: only with mix=fresh"),
@@ -114,6 +147,8 @@ def test_a_sampling_filter_on_for_some_points_leaves_the_others_exact():
      "grid.train.weight_decay=[0.0, 0.1] is not allowed: only in trained worlds"),
     ({"grid": GridConfig(sampling=SamplingGrid(temperature=[0.5, 1.0]))},
      "sampling.temperature=0.5 is not allowed: only the default 1.0 in the closed-form"),
+    ({"grid": GridConfig(defense=DefenseGrid(delta=[1.0, 2.0]))},
+     "grid.defense.delta=[1.0, 2.0] is not allowed: only with defense=watermark"),
     ({"grid": GridConfig(mix=MixGrid(real_fraction=[0.5, 0.5]))}, "distinct values"),
     ({"grid": GridConfig(mix=MixGrid(real_fraction=[]))}, "a non-empty list"),
     ({"lanes": LanesConfig(chunk_size=0)}, "lanes.chunk_size=0"),
@@ -121,6 +156,13 @@ def test_a_sampling_filter_on_for_some_points_leaves_the_others_exact():
 def test_bad_grids_fail_at_build_naming_the_key(changes, message):
     cfg = dataclasses.replace(Config(world=GaussianConfig()), **changes)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        experiment.build(cfg)
+
+
+def test_every_defense_strength_is_checked_as_a_single_run_would_be():
+    cfg = Config(world=MarkovLMConfig(), defense=DefenseConfig(kind=Defense.watermark),
+                 grid=GridConfig(defense=DefenseGrid(delta=[1.0, -2.0])))
+    with pytest.raises(ConfigError, match="defense.delta=-2.0 is not allowed: a float >= 0"):
         experiment.build(cfg)
 
 

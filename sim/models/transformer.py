@@ -222,8 +222,8 @@ def decode_step(params: Params, cache: Cache, token_B: Array, pos: Array | int,
 def generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, length: int,
              bos_token: int | Array = 0, temperature: float | Array = 1.0, top_k: int = 0,
              top_p: float | Array = 1.0, min_p: float | Array = 0.0,
-             return_logits: bool = False, sample_vocab: int = 0
-             ) -> Array | tuple[Array, Array]:
+             return_logits: bool = False, sample_vocab: int = 0,
+             logit_bias_PxV: Array | None = None) -> Array | tuple[Array, Array]:
     """Sample ``batch`` sequences of ``length <= context`` tokens after a BOS token.
 
     Position 0 holds ``bos_token``; token t (t = 0..length-1 of the output) is drawn from
@@ -234,7 +234,10 @@ def generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, len
     ``batch``, ``length``, ``top_k`` and ``return_logits`` are static. ``sample_vocab > 0`` (static) samples from the first
     ``sample_vocab`` outputs only (e.g. to never emit an input-only BOS token). Returns
     ``tokens_BxT`` (int32), plus the raw (untransformed) logits_BxTxV when
-    ``return_logits``.
+    ``return_logits``. ``logit_bias_PxV`` (rows indexed by the previous token, BOS
+    included; columns the sampled outputs) is added to the logits before they are
+    transformed: e.g. a green-list watermark (``sim.watermark``); the returned logits stay
+    raw.
     """
     if not 1 <= length <= cfg.context:
         raise ValueError(f"length={length} must be in [1, context={cfg.context}]")
@@ -250,6 +253,8 @@ def generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, len
             (cache, token_R), (pos, u_R) = carry, at
             logits_RxV, _, cache = decode_step(params, cache, token_R, pos, cfg)
             candidates_RxV = logits_RxV[:, :sample_vocab] if sample_vocab else logits_RxV
+            if logit_bias_PxV is not None:
+                candidates_RxV = candidates_RxV + logit_bias_PxV[token_R]
             next_R = sampling.sample_at(u_R, candidates_RxV, temperature, top_k, top_p,
                                         min_p)
             return (cache, next_R), (next_R, logits_RxV if return_logits else None)

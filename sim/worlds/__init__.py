@@ -24,6 +24,7 @@ class WorldEntry(NamedTuple):
     build: Callable[..., World]
     closed_form: bool  # fitted by maximum likelihood: built from the world config alone
     distils: bool = False  # models are trained, querying their teacher (exposure applies)
+    text: bool = False  # teachers write token sequences (defense=watermark applies)
 
 
 WORLDS: dict[str, WorldEntry] = {
@@ -32,8 +33,9 @@ WORLDS: dict[str, WorldEntry] = {
     "gaussian": WorldEntry(GaussianConfig, GaussianWorld, closed_form=True),
     "gmm": WorldEntry(GmmConfig, GmmWorld, closed_form=True),
     "linreg": WorldEntry(LinregConfig, LinregWorld, closed_form=True),
-    "markov_lm": WorldEntry(MarkovLMConfig, MarkovLMWorld, closed_form=False, distils=True),
-    "text": WorldEntry(TextConfig, TextWorld, closed_form=False, distils=True),
+    "markov_lm": WorldEntry(MarkovLMConfig, MarkovLMWorld, closed_form=False, distils=True,
+                            text=True),
+    "text": WorldEntry(TextConfig, TextWorld, closed_form=False, distils=True, text=True),
 }
 
 
@@ -53,7 +55,7 @@ def make_world(cfg: WorldConfig, distill: DistillConfig, sampling: SamplingConfi
     """Validate a world config (and the distillation settings it uses); build the world."""
     name = world_name(cfg)
     entry = WORLDS[name]
-    validate_exposure(exposure, defense, distill.objective, name, entry.distils)
+    validate_exposure(exposure, defense, distill.objective, name, entry.distils, entry.text)
     if entry.closed_form:
         check_closed_form(name, distill, sampling, student)
         return entry.build(cfg)

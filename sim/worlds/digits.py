@@ -54,7 +54,7 @@ from sim import sampling as sampler
 from sim.distill import (DistillConfig, Objective, SamplingConfig, StudentConfig, TrainConfig,
                          decoding, loss_hparams, loss_name)
 from sim.errors import require
-from sim.exposure import DefenseConfig, ExposureConfig, expose, noisy
+from sim.exposure import DefenseConfig, ExposureConfig, expose, noisy, strength
 from sim.metrics import classification
 from sim.models import mlp
 from sim.objectives import (OBJECTIVES, LossHParams, Student, Teacher, cross_entropy,
@@ -224,6 +224,16 @@ class DigitsWorld:
             "KL(teacher || student)", "nats",
             "mean over test images of KL(p_teacher(.|x) || q_student(.|x)) over the classes "
             "at temperature 1 (NaN at generation 0)"),
+        "teacher_nll_real": MetricInfo(
+            "test cross-entropy of the teacher's defended distribution", "nats",
+            "mean -log q~(true label | x) over the test images, q~ the teacher's class "
+            "distribution as its defense serves it (logit_noise: one noise draw per image, "
+            "over all classes whatever the exposure; none: the teacher's own) (NaN at "
+            "generation 0)"),
+        "teacher_nll_cost": MetricInfo(
+            "cost of the defense to the teacher", "nats",
+            "teacher_nll_real minus the teacher's undefended test cross-entropy (its "
+            "nll_real one generation earlier) (NaN at generation 0)"),
         "params": MetricInfo(
             "parameters", "", "scalars in the classifier (without a feature projection)"),
         "train_flops": MetricInfo(
@@ -354,7 +364,8 @@ class DigitsWorld:
             if objective in QUERIES_TEACHER:
                 t_logits, t_hidden = mlp.apply(teacher.weights, x, teacher_cfg)
                 t_logits, t_hidden = jax.lax.stop_gradient((t_logits[:, shown], t_hidden))
-                t_logits = expose(key, t_logits, self.exposure, self.defense)
+                t_logits = expose(key, t_logits, self.exposure, self.defense,
+                                  strength(self.defense, dyn, "noise_scale"))
             if objective is Objective.topk:
                 topk_lp, topk_idx = teacher_topk(t_logits, self.distill.top_k)
             labels = None if self.targets is Targets.auxiliary else batch["y"]
@@ -388,13 +399,17 @@ class DigitsWorld:
         logits = self._class_logits(params.weights, self.x_test)
         probs = jax.nn.softmax(logits)
         nan = jnp.float32(jnp.nan)
-        agreement = kl_ts = subliminal = nan
+        agreement = kl_ts = subliminal = teacher_nll = teacher_cost = nan
         teacher_cfg = None
         if teacher is not None:
             teacher_cfg = mlp_config_of(teacher.weights, cfg.activation)
             t_logits = self._class_logits(teacher.weights, self.x_test)
             agreement = classification.agreement(t_logits, logits)
             kl_ts = jnp.mean(kl(jax.nn.log_softmax(t_logits), jax.nn.log_softmax(logits)))
+            served = expose(jax.random.fold_in(key, 1), t_logits, ExposureConfig(),
+                            self.defense, strength(self.defense, dyn, "noise_scale"))
+            teacher_nll = jnp.mean(cross_entropy(served, self.y_test))
+            teacher_cost = teacher_nll - jnp.mean(cross_entropy(t_logits, self.y_test))
             if self.targets is Targets.auxiliary:
                 subliminal = classification.accuracy(logits, self.y_test)
         settings = decoding(self.sampling, dyn)
@@ -423,6 +438,8 @@ class DigitsWorld:
             "subliminal_accuracy": subliminal,
             "agreement": agreement,
             "kl_teacher_student": kl_ts,
+            "teacher_nll_real": teacher_nll,
+            "teacher_nll_cost": teacher_cost,
             "params": mlp.param_count(params.weights),
             "train_flops": self.train_flops(cfg, teacher_cfg),
             "train_loss": params.train_loss,

@@ -52,6 +52,27 @@ sample's share of trigger occurrences followed by the continuation,
 the whole continuation, teacher-forced after up to ``eval_sequences`` held-out real
 contexts ending in the trigger: one more forward pass) and, after the run,
 ``trait_amplification`` = trait_rate_g / trait_rate_0.
+
+Defenses. ``defense=watermark`` (``sim.watermark``) adds ``defense.delta`` to the logits of
+the green list of the previous token wherever the teacher serves its student: the text
+``generate`` samples for the pool and, for objectives that query the teacher, the logits
+it exposes on the training minibatches (before ``sim.exposure.expose``).
+``defense=logit_noise`` perturbs only the exposed log-probabilities (``expose``). Both
+strengths are the lane's traced values. The detector runs in every LM world, whatever the
+defense: it costs one scatter over the produced sample, and with it every run has the same
+variables, so runs with and without a watermark combine into one Dataset and the
+unwatermarked chains give the detector's null distribution under the same key. It scores
+two samples each generation: the model's own (``watermark_z``, ``watermark_p``: the
+sample of the produced-text metrics, drawn without any watermark, so a score there is a
+watermark the model learnt from its teacher's text, "radioactivity", Sander et al. 2024)
+and ``eval_sequences`` sequences its teacher serves (``teacher_watermark_z``, one more
+sampling pass). The cost of a defense to the teacher is ``teacher_nll_real``, the held-out
+NLL of the teacher's distribution as its defense serves it (over all V tokens, whatever
+the exposure: logits + delta * green, or the log-probabilities with one noise draw per
+position), and ``teacher_nll_cost``, its excess over the teacher's undefended NLL. With
+``defense.teachers = k > 0`` only the models of generations 0..k-1 defend when they teach
+(``LMParams.generation`` says which generation a model is), so that a chain shows how a
+watermark fades once later distillers stop adding it.
 """
 
 from __future__ import annotations
@@ -64,11 +85,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sim import objectives, sampling
+from sim import objectives, sampling, watermark
 from sim.distill import (DistillConfig, Objective, SamplingConfig, StudentConfig, TrainConfig,
                          decoding, loss_hparams, loss_name)
 from sim.errors import require
-from sim.exposure import DefenseConfig, ExposureConfig, expose, noisy
+from sim.exposure import Defense, DefenseConfig, ExposureConfig, expose, noisy, strength
 from sim.metrics import classification, distributions, sequences, vendi
 from sim.models import transformer as tf
 from sim.train import final_loss, optimizer_for, train
@@ -101,6 +122,7 @@ class LMParams:
     train_flops: Array  # float32 scalar
     cfg: tf.TransformerConfig = flax.struct.field(pytree_node=False)
     train_loss: Array = float("nan")  # final_loss of its training (NaN: not trained here)
+    generation: Array = 0  # int32 scalar: the generation it was trained in (0: real data)
 
 
 BASE_METRICS: dict[str, MetricInfo] = {
@@ -165,6 +187,39 @@ SAMPLE_METRICS: dict[str, MetricInfo] = {
         "share of the true support produced", "",
         "share of the tokens of the real data's support that occur in the produced sample"),
 }
+
+
+def defense_info(defense: DefenseConfig, real_z: float) -> dict[str, MetricInfo]:
+    """The watermark detector's and the defended teacher's metrics (see the module
+    docstring); ``real_z``: the detector on the held-out real text."""
+    lists = (f"the green lists of defense.key={defense.key} (gamma={defense.gamma:g}); "
+             f"held-out real text: z = {real_z:.3g}")
+    own = ("the produced sample (eval_sequences sequences the model samples with the lane's "
+           "sampling settings, with no watermark of its own)")
+    return {
+        "watermark_z": MetricInfo(
+            "watermark z-score of produced text", "",
+            f"one-proportion z-score of the green share of the distinct (previous token, "
+            f"token) pairs of {own}, against {lists} (sim/watermark.py); > 4: the model "
+            "carries the watermark of the text it learnt from (radioactivity)"),
+        "watermark_p": MetricInfo(
+            "watermark p-value of produced text", "",
+            "P(Z > watermark_z), Z standard normal: the detector's p-value"),
+        "teacher_watermark_z": MetricInfo(
+            "watermark z-score of the teacher's served text", "",
+            f"watermark_z of eval_sequences sequences the teacher samples as it serves its "
+            f"student (with its defense), against {lists} (NaN at generation 0)"),
+        "teacher_nll_real": MetricInfo(
+            "held-out NLL of the teacher's defended distribution", "nats/token",
+            "mean over held-out real positions of -log q~(x_t | x_<t), q~ the teacher's "
+            "next-token distribution as its defense serves it over all V tokens "
+            "(watermark: logits + delta on the green list of x_{t-1}; logit_noise: one "
+            "noise draw per position; none: the teacher's own) (NaN at generation 0)"),
+        "teacher_nll_cost": MetricInfo(
+            "cost of the defense to the teacher", "nats/token",
+            "teacher_nll_real minus the teacher's undefended held-out NLL (its nll_real "
+            "one generation earlier): the defender's loss (NaN at generation 0)"),
+    }
 
 
 def vendi_info(ngram: int, q: float) -> MetricInfo:
@@ -291,11 +346,12 @@ HOST_METRICS = {"compression_ratio": sequences.compression_ratio}
 
 
 def lm_metric_info(extra: Mapping[str, MetricInfo], vendi: MetricInfo,
-                   trait: Mapping[str, MetricInfo]) -> dict[str, MetricInfo]:
+                   trait: Mapping[str, MetricInfo],
+                   defense: Mapping[str, MetricInfo] = {}) -> dict[str, MetricInfo]:
     """The metrics of an LM world, in order: NLL, perplexity, ``extra``, the rest, the
-    trait's (if any)."""
+    defense's, the trait's (if any)."""
     return {**BASE_METRICS, **extra, **COMMON_METRICS, **SAMPLE_METRICS, "vendi": vendi,
-            **trait}
+            **defense, **trait}
 
 
 def sample_diversity(tokens_NxL: Array, support_V: Array, vendi_ngram: int = 1,
@@ -316,13 +372,16 @@ def sample_diversity(tokens_NxL: Array, support_V: Array, vendi_ngram: int = 1,
 def sample_sequences(key: Array, weights: Weights, cfg: tf.TransformerConfig, batch: int,
                      length: int, vocab: int, temperature: float | Array = 1.0,
                      top_k: int = 0, top_p: float | Array = 1.0, min_p: float | Array = 0.0,
-                     return_logits: bool = False) -> Array | tuple[Array, Array]:
+                     return_logits: bool = False, logit_bias_PxV: Array | None = None
+                     ) -> Array | tuple[Array, Array]:
     """``batch`` sequences of ``length`` real tokens sampled from BOS (= ``vocab``) with the
     KV cache (``tf.generate``); the BOS output column is never sampled. With
     ``return_logits`` (static), also the logits over the V real tokens that each token was
-    drawn from, as a forward pass over the sample would give them."""
+    drawn from, as a forward pass over the sample would give them (raw: without
+    ``logit_bias_PxV``, a (V + 1) x V bias by previous token, e.g. a watermark's)."""
     out = tf.generate(key, weights, cfg, batch, length, vocab, temperature, top_k, top_p,
-                      min_p, return_logits=return_logits, sample_vocab=vocab)
+                      min_p, return_logits=return_logits, sample_vocab=vocab,
+                      logit_bias_PxV=logit_bias_PxV)
     if return_logits:
         tokens_BxL, logits_BxLxV1 = out
         return tokens_BxL, logits_BxLxV1[..., :vocab]
@@ -396,6 +455,13 @@ class LMWorld:
         self.teacher_arch, self.student_arch = check_lm_config(name, cfg, vocab, distill,
                                                                student)
         self.exposure, self.defense = exposure, defense
+        self.green_PxV = watermark.green_lists(defense.key, defense.gamma, vocab)
+        if defense.kind is Defense.watermark:
+            # jax 0.10.2 on one CPU: with lanes in lax.map batches (more lanes than
+            # cpu_lane_batch), fitting lane by lane and sampling with the watermark's
+            # per-lane bias deadlocked (every thread in a futex wait, no CPU time); the
+            # vmapped fit runs.
+            self.cpu_sequential_fit = False
         self.cfg = cfg
         self.vocab = vocab
         self.seq_len = cfg.seq_len
@@ -441,7 +507,9 @@ class LMWorld:
         self.metric_info = lm_metric_info(
             {**extra, **frequency_info(self.support_size, self.tail_rank, order, reference)},
             vendi_info(self.cfg.vendi_ngram, self.cfg.vendi_q),
-            {} if self.trait is None else trait_info(self.trait, real_trait_rate, shown))
+            {} if self.trait is None else trait_info(self.trait, real_trait_rate, shown),
+            defense_info(self.defense, float(watermark.detect(
+                self.eval_ExL, self.green_PxV, self.defense.gamma)[0])))
         if self.trait is not None:
             self.headline = (*self.headline, "trait_rate", "trait_probability")
 
@@ -469,7 +537,8 @@ class LMWorld:
 
         def teacher_view(tokens_BxL: Array, key: Array | None) -> objectives.Teacher:
             logits, hidden = self.forward(teacher.weights, teacher.cfg, tokens_BxL)
-            logits = expose(key, jax.lax.stop_gradient(logits), self.exposure, self.defense)
+            logits = self.exposed(key, teacher, jax.lax.stop_gradient(logits), tokens_BxL,
+                                  dyn)
             if objective is Objective.topk:
                 lp, idx = objectives.teacher_topk(logits, self.distill.top_k)
                 return objectives.Teacher(labels=tokens_BxL, topk_logprobs=lp,
@@ -529,8 +598,9 @@ class LMWorld:
                                   weights_N, t.steps, t.batch_size, optimizer,
                                   loss_takes_key=(objective is Objective.on_policy
                                                   or noisy(self.defense)))
+        generation = jnp.int32(0) if teacher is None else teacher.generation + 1
         return (LMParams(trained["model"], self.train_flops(objective, arch, teacher, dyn),
-                         arch, final_loss(losses_S)), losses_S)
+                         arch, final_loss(losses_S), generation), losses_S)
 
     # ------------------------------------------------------------------ protocol
 
@@ -539,8 +609,58 @@ class LMWorld:
         return self.fit_with_losses(key, data, weights_N, dyn, teacher)[0]
 
     def generate(self, key: Array, params: LMParams, n: int, dyn: Dyn) -> Array:
+        """The text a teacher serves: sampled at the lane's settings, watermarked under
+        ``defense=watermark``."""
         return sample_sequences(key, params.weights, params.cfg, n, self.seq_len, self.vocab,
-                                **decoding(self.sampling, dyn))
+                                **decoding(self.sampling, dyn),
+                                logit_bias_PxV=self.watermark_bias(params, dyn))
+
+    # ------------------------------------------------------------------ defense
+
+    def defends(self, teacher: LMParams, dyn: Dyn | None, name: str) -> Array:
+        """The lane's traced ``defense.<name>`` for this teacher: 0 for teachers beyond
+        the first ``defense.teachers`` (when that is > 0)."""
+        value = jnp.asarray(strength(self.defense, dyn, name), jnp.float32)
+        if self.defense.teachers == 0:
+            return value
+        return jnp.where(teacher.generation < self.defense.teachers, value, 0.0)
+
+    def watermark_bias(self, teacher: LMParams, dyn: Dyn | None) -> Array | None:
+        """The lane's watermark bias by previous token, (V + 1) x V (None without one)."""
+        if self.defense.kind is not Defense.watermark:
+            return None
+        return watermark.bias(self.green_PxV, self.defends(teacher, dyn, "delta"))
+
+    def watermarked(self, teacher: LMParams, logits_xLxV: Array, tokens_xL: Array,
+                    dyn: Dyn | None) -> Array:
+        """Teacher-forced logits with the watermark's bias (unchanged without one)."""
+        if self.defense.kind is not Defense.watermark:
+            return logits_xLxV
+        return watermark.biased_logits(logits_xLxV, tokens_xL, self.green_PxV,
+                                       self.defends(teacher, dyn, "delta"))
+
+    def exposed(self, key: Array | None, teacher: LMParams, logits_xLxV: Array,
+                tokens_xL: Array, dyn: Dyn | None,
+                exposure: ExposureConfig | None = None) -> Array:
+        """What the teacher shows of its (stop-gradient) logits on ``tokens``: watermarked,
+        then through ``exposure`` (default: the world's) with its noise."""
+        logits_xLxV = self.watermarked(teacher, logits_xLxV, tokens_xL, dyn)
+        return expose(key, logits_xLxV, self.exposure if exposure is None else exposure,
+                      self.defense, self.defends(teacher, dyn, "noise_scale"))
+
+    def teacher_metrics(self, key: Array, teacher: LMParams, teacher_ExLxV: Array,
+                        dyn: Dyn | None) -> dict[str, Array]:
+        """``teacher_watermark_z``, ``teacher_nll_real`` and ``teacher_nll_cost``."""
+        k_text, k_noise = jax.random.split(key)
+        served_ExL = self.generate(k_text, teacher, self.eval_ExL.shape[0], dyn)
+        served_ExLxV = self.exposed(k_noise, teacher, teacher_ExLxV, self.eval_ExL, dyn,
+                                    ExposureConfig())  # over all V tokens
+        nll = jnp.mean(objectives.cross_entropy(served_ExLxV, self.eval_ExL))
+        return {"teacher_watermark_z": watermark.detect(served_ExL, self.green_PxV,
+                                                        self.defense.gamma)[0],
+                "teacher_nll_real": nll,
+                "teacher_nll_cost": nll - jnp.mean(objectives.cross_entropy(teacher_ExLxV,
+                                                                            self.eval_ExL))}
 
     def truth_metrics(self, logp_ExLxV: Array) -> dict[str, Array]:
         """Metrics against a known truth from the model's held-out log-probabilities (a
@@ -578,13 +698,18 @@ class LMWorld:
         logp_ExLxV = jax.nn.log_softmax(logits_ExLxV, axis=-1)
         nll = jnp.mean(objectives.cross_entropy(logits_ExLxV, self.eval_ExL))
         entropy = jnp.mean(distributions.entropy(jnp.exp(logp_ExLxV)))
+        nan = jnp.float32(jnp.nan)
+        served = {"teacher_watermark_z": nan, "teacher_nll_real": nan, "teacher_nll_cost": nan}
         if teacher is None:
-            agreement = kl_teacher = jnp.float32(jnp.nan)
+            agreement = kl_teacher = nan
         else:
             teacher_ExLxV, _ = self.forward(teacher.weights, teacher.cfg, self.eval_ExL)
             agreement = classification.agreement(logits_ExLxV, teacher_ExLxV)
             kl_teacher = jnp.mean(objectives.kl(jax.nn.log_softmax(teacher_ExLxV, -1),
                                                 logp_ExLxV))
+            served = self.teacher_metrics(jax.random.fold_in(key, 1), teacher, teacher_ExLxV,
+                                          dyn)
+        z, p = watermark.detect(produced_ExL, self.green_PxV, self.defense.gamma)
         metrics = {"nll_real": nll, "perplexity_real": jnp.exp(nll),
                    **self.truth_metrics(logp_ExLxV), "agreement": agreement,
                    "kl_teacher_student": kl_teacher,
@@ -592,7 +717,8 @@ class LMWorld:
                    **self.sample_metrics(produced_ExL),
                    "params": jnp.float32(tf.param_count(params.weights)),
                    "train_flops": params.train_flops,
-                   "train_loss": jnp.float32(params.train_loss)}
+                   "train_loss": jnp.float32(params.train_loss),
+                   "watermark_z": z, "watermark_p": p, **served}
         if self.trait is not None:
             metrics["trait_probability"] = self.trait_probability(params)
         return {name: metrics[name] for name in self.metric_info}
