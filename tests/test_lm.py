@@ -226,3 +226,15 @@ def test_on_policy_students_learn_from_their_own_samples(teacher_and_data):
     leaves = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])  # noqa: E731
     np.testing.assert_array_equal(leaves(fit(1.0, pool)), leaves(fit(1.0, real)))
     assert not np.allclose(leaves(fit(0.0, pool)), leaves(fit(0.0, real)))
+
+
+@pytest.mark.parametrize("top_p,sorts", [(1.0, False), (0.9, True), (jnp.float32(1.0), True)])
+def test_sampling_ranks_the_vocabulary_only_when_a_filter_may_be_on(top_p, sorts):
+    # top_p = 1.0 as a Python value compiles the filter out; a traced one cannot know
+    world = _world()
+    arch = world.teacher_arch
+    weights = tf.init(jax.random.key(0), arch)
+    jaxpr = jax.make_jaxpr(lambda k, t: sample_sequences(k, weights, arch, 4, 3, world.vocab,
+                                                         temperature=t, top_p=top_p))(
+        jax.random.key(1), jnp.float32(1.0))
+    assert (" sort[" in str(jaxpr)) == sorts  # the primitive, not indices_are_sorted
