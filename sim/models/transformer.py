@@ -285,9 +285,10 @@ CPU_ROW_BLOCK = 64  # rows per block when sampling on CPU (``row_block``)
 def row_block(batch: int) -> int:
     """Rows sampled together: on CPU the largest divisor of ``batch`` up to
     ``CPU_ROW_BLOCK``, whose KV caches stay in cache memory (4 lanes x 1024 x 64 tokens of
-    the ``lm`` benchmark: blocks of 64 rows measured 1.2x the tokens/s of one block of
-    1024, and blocks of 16, 32, 128 and 256 less than 64; docs/performance.md); elsewhere
-    all of them, which fills an accelerator."""
+    the ``lm`` benchmark: blocks of 64 rows measured 1.2x the tokens/s of one block of 1024
+    while other processes shared the cores and their cache, and the same on an idle
+    machine; it also bounds the cache's memory; docs/performance.md); elsewhere all of
+    them, which fills an accelerator."""
     if jax.default_backend() != "cpu" or batch <= CPU_ROW_BLOCK:
         return batch
     return max(b for b in range(1, CPU_ROW_BLOCK + 1) if batch % b == 0)
