@@ -62,6 +62,11 @@ def lane_keys(seed: int, lanes: int | np.ndarray) -> Array:
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(indices, jnp.int32))
 
 
+def _single_cpu() -> bool:
+    """Whether this process computes on one CPU device (no accelerator, no CPU mesh)."""
+    return jax.default_backend() == "cpu" and jax.local_device_count() == 1
+
+
 def resolve_strategy(cfg: LanesConfig, cpu_lane_batch: int = 0) -> tuple[Strategy, int]:
     """The strategy and lanes per batch: ``auto`` follows the world's CPU measurement."""
     require(cfg.batch_size is None or cfg.batch_size >= 1, "lanes.batch_size", cfg.batch_size,
@@ -73,16 +78,14 @@ def resolve_strategy(cfg: LanesConfig, cpu_lane_batch: int = 0) -> tuple[Strateg
     batch_size = cfg.batch_size or cpu_lane_batch or DEFAULT_BATCH
     if cfg.strategy is not Strategy.auto:
         return cfg.strategy, batch_size
-    single_cpu = jax.default_backend() == "cpu" and jax.local_device_count() == 1
-    return (Strategy.map if single_cpu and cpu_lane_batch else Strategy.vmap), batch_size
+    return (Strategy.map if _single_cpu() and cpu_lane_batch else Strategy.vmap), batch_size
 
 
 def sequential_fit(cfg: LanesConfig, world: Any) -> bool:
     """Whether the chain fits lane by lane inside its vmapped lanes: under ``auto`` on one
     CPU device, for worlds that measured it faster (``cpu_sequential_fit``: training a
     transformer one lane at a time, while its sampling prefers the vmap)."""
-    single_cpu = jax.default_backend() == "cpu" and jax.local_device_count() == 1
-    return (cfg.strategy is Strategy.auto and single_cpu
+    return (cfg.strategy is Strategy.auto and _single_cpu()
             and getattr(world, "cpu_sequential_fit", False))
 
 

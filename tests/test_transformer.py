@@ -66,7 +66,7 @@ def test_causal(params: dict) -> None:
 
 
 def test_greedy_generate_is_repeated_argmax(params: dict) -> None:
-    gen, compiled_before = tf.generate, tf.generate._cache_size()
+    gen, compiled_before = tf.generate, tf._generate._cache_size()
     tokens, logits = gen(jax.random.key(4), params, CFG, batch=2, length=CFG.context,
                          bos_token=5, temperature=0.0, return_logits=True)
     assert tokens.shape == (2, CFG.context) and logits.shape == (2, CFG.context, 13)
@@ -82,7 +82,7 @@ def test_greedy_generate_is_repeated_argmax(params: dict) -> None:
     s3, _ = gen(jax.random.key(6), params, CFG, **kw)
     np.testing.assert_array_equal(s1, s2)
     assert bool(jnp.any(s1 != s3))
-    assert tf.generate._cache_size() == compiled_before + 1  # temperature is traced
+    assert tf._generate._cache_size() == compiled_before + 1  # temperature is traced
 
 
 def test_vmap_over_lanes() -> None:

@@ -379,14 +379,9 @@ def sample_sequences(key: Array, weights: Weights, cfg: tf.TransformerConfig, ba
     ``return_logits`` (static), also the logits over the V real tokens that each token was
     drawn from, as a forward pass over the sample would give them (raw: without
     ``logit_bias_PxV``, a (V + 1) x V bias by previous token, e.g. a watermark's)."""
-    # A filter that is off as a Python value is left out of tf.generate's (jitted, so
-    # traced) arguments: sim.sampling then compiles it out, where a traced top_p = 1.0
-    # would rank the vocabulary at every step (sampling measured 2x slower).
-    filters = {name: value for name, value, off in (("top_p", top_p, 1.0), ("min_p", min_p, 0.0))
-               if not (isinstance(value, (int, float)) and value == off)}
-    out = tf.generate(key, weights, cfg, batch, length, vocab, temperature, top_k,
-                      return_logits=return_logits, sample_vocab=vocab,
-                      logit_bias_PxV=logit_bias_PxV, **filters)
+    out = tf.generate(key, weights, cfg, batch, length, vocab, temperature, top_k, top_p,
+                      min_p, return_logits=return_logits, sample_vocab=vocab,
+                      logit_bias_PxV=logit_bias_PxV)
     if return_logits:
         tokens_BxL, logits_BxLxV1 = out
         return tokens_BxL, logits_BxLxV1[..., :vocab]
@@ -524,8 +519,7 @@ class LMWorld:
                 ) -> tuple[Array, Array]:
         """Next-token logits over the V real tokens at every position, and hidden states:
         position t has read BOS and tokens[:, :t]."""
-        bos_Bx1 = jnp.full(tokens_BxL.shape[:-1] + (1,), self.vocab, jnp.int32)
-        inputs_BxL = jnp.concatenate([bos_Bx1, tokens_BxL[..., :-1]], axis=-1)
+        inputs_BxL = watermark.previous_tokens(tokens_BxL, bos=self.vocab)
         logits_BxLxV1, hidden_BxLxD = tf.apply(weights, inputs_BxL, cfg)
         return logits_BxLxV1[..., :self.vocab], hidden_BxLxD
 
