@@ -114,6 +114,8 @@ class Chain(NamedTuple):
             pool = self.world.statistics(real, jnp.ones(self.world.n_samples))
         else:
             pool = self.mix.init(real)
+        if hasattr(self.world, "served_metrics"):
+            metrics = {**metrics, **self.world.served_metrics(None)}
         if self.curation is not None:
             metrics = {**metrics, **self.curation.unfiltered()}
         return ChainState(params, pool, self.teaching.init(params)), metrics
@@ -124,24 +126,26 @@ class Chain(NamedTuple):
         k_real, k_synth, k_mix, k_fit, k_measure = _generation_keys(key, generation)
         teacher = self.teaching.single(state.params, state.teachers)
         teacher = state.params if teacher is None else teacher  # an ensemble's newest member
-        curated = {}
+        produced = {}  # metrics of this generation's synthetic data
         if (self.summarises and self.mix.policy is MixPolicy.replace
                 and hasattr(self.world, "refit")):
             pool = state.pool
             params = self.world.refit(k_synth, teacher, self.world.n_samples, dyn)
         elif self.summarises:
-            statistics, curated = self._synthetic_statistics(k_synth, state, dyn)
+            statistics, produced = self._synthetic_statistics(k_synth, state, dyn)
             pool = state.pool
             if self.mix.policy is MixPolicy.accumulate:
                 pool = statistics = jax.tree.map(jnp.add, state.pool, statistics)
             params = self.world.fit_statistics(statistics)
         else:
             n = self.world.n_samples
-            synthetic, synthetic_weights_N, curated = self._produce(k_synth, state, dyn)
+            synthetic, synthetic_weights_N, produced = self._produce(k_synth, state, dyn)
+            if hasattr(self.world, "served_metrics"):
+                produced = {**self.world.served_metrics(synthetic), **produced}
             real = self.world.sample_real(k_real, n) if self.mix.needs_real else None
             pool, data, weights_N = self.mix(state.pool, k_mix, generation, real, synthetic,
                                              dyn, synthetic_weights_N)
             params = self._fit(k_fit, data, weights_N, dyn, teacher)
         metrics = self.world.measure(k_measure, params, teacher, dyn)
         teachers = self.teaching.update(state.teachers, params, generation)
-        return ChainState(params, pool, teachers), {**metrics, **curated}
+        return ChainState(params, pool, teachers), {**metrics, **produced}

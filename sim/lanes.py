@@ -15,6 +15,7 @@ device memory (host memory on CPU).
 
 from __future__ import annotations
 
+import concurrent.futures
 import enum
 import functools
 import os
@@ -153,16 +154,26 @@ class _Programs:
                 lambda a: chain.step(a[0], g, a[1], a[2]))((state_S, keys_S, dyn_S)),
             donate_argnums=0)
 
-    def step_peak_bytes(self, keys_S: Array, dyn_S: dict[str, Array]) -> int | None:
-        """Memory of one generation step for a chunk, per device (compiles the step as
-        the chain will call it, so jit reuses the result)."""
+    def compile(self, keys_S: Array, dyn_S: dict[str, Array], generations: int) -> int | None:
+        """Compile ``start`` and (with later generations) ``step`` for a chunk, as the chain
+        will call them, so that jit reuses the results: the two XLA compilations run at
+        once (outside the GIL). The peak memory per device of the step (of ``start``
+        without later generations)."""
+        start = self.start.lower(keys_S, dyn_S)
+        if not generations:
+            return peak_bytes(start.compile())
         sharding = _lane_sharding(self.chunk)
         state_S = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding,
                                            weak_type=x.weak_type),
             jax.eval_shape(self.start, keys_S, dyn_S)[0])
         generation = jax.ShapeDtypeStruct((), jnp.int32)
-        return peak_bytes(self.step.lower(state_S, generation, keys_S, dyn_S).compile())
+        step = self.step.lower(state_S, generation, keys_S, dyn_S)
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:
+            compiling_start = thread.submit(start.compile)
+            peak = peak_bytes(step.compile())
+            compiling_start.result()
+        return peak
 
 
 def _chunk_inputs(keys_L: Array, dyn_L: dict[str, Array], lanes: slice,
@@ -181,14 +192,16 @@ def plan_chunk(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], cfg: LanesC
     lanes = keys_L.shape[0]
     devices = jax.local_device_count()
     if cfg.chunk_size is not None:
-        return _Programs(chain, strategy, batch_size, min(cfg.chunk_size, lanes))
+        programs = _Programs(chain, strategy, batch_size, min(cfg.chunk_size, lanes))
+        programs.compile(*_chunk_inputs(keys_L, dyn_L, slice(0, lanes), programs.chunk),
+                         generations)
+        return programs
     budget = cfg.memory_fraction * free_memory_bytes(jax.local_devices()[0])  # per device
     chunk = lanes
     while True:
         programs = _Programs(chain, strategy, batch_size, chunk)
-        inputs = _chunk_inputs(keys_L, dyn_L, slice(0, lanes), chunk)
-        peak = (programs.step_peak_bytes(*inputs) if generations
-                else peak_bytes(programs.start.lower(*inputs).compile()))
+        peak = programs.compile(*_chunk_inputs(keys_L, dyn_L, slice(0, lanes), chunk),
+                                generations)
         if peak is None or peak <= budget or chunk <= devices:
             return programs
         chunk = _round_to(max(1, min(chunk - 1, int(chunk * budget / peak))), devices)

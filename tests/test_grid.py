@@ -85,7 +85,7 @@ def test_automatic_chunks_shrink_to_fit_the_memory_budget():
     tight = plan(1e-12)  # nothing fits: one lane at a time
     assert tight.chunk == 1
     budget = 1e-12 * lanes.free_memory_bytes(lanes.jax.local_devices()[0])
-    assert tight.step_peak_bytes(*lanes._chunk_inputs(keys, dyn, slice(0, 24), 1)) > budget
+    assert tight.compile(*lanes._chunk_inputs(keys, dyn, slice(0, 24), 1), 1) > budget
 
 
 def test_a_sampling_filter_on_for_some_points_leaves_the_others_exact():

@@ -95,6 +95,10 @@ class World(Protocol):
     # whose score a world lacks is refused before compute. Absent = that filter is refused.
     # truth_log_likelihood(data) -> (N,) log-likelihood of every row under the truth
     # log_likelihood(params, data) -> (N,) log-likelihood of every row under a model
+    # Optional: metrics of the data a teacher served this generation (its n_samples rows,
+    # before any filter), e.g. the watermark in an LM teacher's text; absent = none.
+    # served_info: tuple[str, ...] (their names: in metric_info, left out by ``measure``)
+    # served_metrics(data | None) -> those metrics (None: generation 0, NaN)
 
     def sample_real(self, key: Array, n: int) -> Data:
         """n samples of real data."""

@@ -65,8 +65,9 @@ unwatermarked chains give the detector's null distribution under the same key. I
 two samples each generation: the model's own (``watermark_z``, ``watermark_p``: the
 sample of the produced-text metrics, drawn without any watermark, so a score there is a
 watermark the model learnt from its teacher's text, "radioactivity", Sander et al. 2024)
-and ``eval_sequences`` sequences its teacher serves (``teacher_watermark_z``, one more
-sampling pass). The cost of a defense to the teacher is ``teacher_nll_real``, the held-out
+and the first ``eval_sequences`` sequences its teacher served as this generation's
+synthetic data (``teacher_watermark_z``, ``served_metrics``: the text the student was taught
+with, scored at the same size as the student's, with no extra sampling). The cost of a defense to the teacher is ``teacher_nll_real``, the held-out
 NLL of the teacher's distribution as its defense serves it (over all V tokens, whatever
 the exposure: logits + delta * green, or the log-probabilities with one noise draw per
 position), and ``teacher_nll_cost``, its excess over the teacher's undefended NLL. With
@@ -207,8 +208,9 @@ def defense_info(defense: DefenseConfig, real_z: float) -> dict[str, MetricInfo]
             "P(Z > watermark_z), Z standard normal: the detector's p-value"),
         "teacher_watermark_z": MetricInfo(
             "watermark z-score of the teacher's served text", "",
-            f"watermark_z of eval_sequences sequences the teacher samples as it serves its "
-            f"student (with its defense), against {lists} (NaN at generation 0)"),
+            f"watermark_z of the first eval_sequences sequences of the synthetic data the "
+            f"teacher served this generation (with its defense), against {lists} (NaN at "
+            f"generation 0)"),
         "teacher_nll_real": MetricInfo(
             "held-out NLL of the teacher's defended distribution", "nats/token",
             "mean over held-out real positions of -log q~(x_t | x_<t), q~ the teacher's "
@@ -649,17 +651,24 @@ class LMWorld:
 
     def teacher_metrics(self, key: Array, teacher: LMParams, teacher_ExLxV: Array,
                         dyn: Dyn | None) -> dict[str, Array]:
-        """``teacher_watermark_z``, ``teacher_nll_real`` and ``teacher_nll_cost``."""
-        k_text, k_noise = jax.random.split(key)
-        served_ExL = self.generate(k_text, teacher, self.eval_ExL.shape[0], dyn)
-        served_ExLxV = self.exposed(k_noise, teacher, teacher_ExLxV, self.eval_ExL, dyn,
+        """``teacher_nll_real`` and ``teacher_nll_cost``."""
+        served_ExLxV = self.exposed(key, teacher, teacher_ExLxV, self.eval_ExL, dyn,
                                     ExposureConfig())  # over all V tokens
         nll = jnp.mean(objectives.cross_entropy(served_ExLxV, self.eval_ExL))
-        return {"teacher_watermark_z": watermark.detect(served_ExL, self.green_PxV,
-                                                        self.defense.gamma)[0],
-                "teacher_nll_real": nll,
+        return {"teacher_nll_real": nll,
                 "teacher_nll_cost": nll - jnp.mean(objectives.cross_entropy(teacher_ExLxV,
                                                                             self.eval_ExL))}
+
+    served_info = ("teacher_watermark_z",)
+
+    def served_metrics(self, served_NxL: Array | None) -> dict[str, Array]:
+        """``teacher_watermark_z`` of the first ``eval_sequences`` sequences a teacher
+        served (None at generation 0: NaN)."""
+        if served_NxL is None:
+            return {"teacher_watermark_z": jnp.float32(jnp.nan)}
+        served_ExL = served_NxL[:self.eval_ExL.shape[0]]
+        return {"teacher_watermark_z": watermark.detect(served_ExL, self.green_PxV,
+                                                        self.defense.gamma)[0]}
 
     def truth_metrics(self, logp_ExLxV: Array) -> dict[str, Array]:
         """Metrics against a known truth from the model's held-out log-probabilities (a
@@ -698,7 +707,7 @@ class LMWorld:
         nll = jnp.mean(objectives.cross_entropy(logits_ExLxV, self.eval_ExL))
         entropy = jnp.mean(distributions.entropy(jnp.exp(logp_ExLxV)))
         nan = jnp.float32(jnp.nan)
-        served = {"teacher_watermark_z": nan, "teacher_nll_real": nan, "teacher_nll_cost": nan}
+        served = {"teacher_nll_real": nan, "teacher_nll_cost": nan}
         if teacher is None:
             agreement = kl_teacher = nan
         else:
@@ -720,5 +729,6 @@ class LMWorld:
                    "watermark_z": z, "watermark_p": p, **served}
         if self.trait is not None:
             metrics["trait_probability"] = self.trait_probability(params)
-        return {name: metrics[name] for name in self.metric_info}
+        return {name: metrics[name] for name in self.metric_info
+                if name not in self.served_info}
 
