@@ -19,10 +19,19 @@ again: a lab's cheapest poisoning of what it reveals.
 ``defense=watermark`` is the green-list watermark of Kirchenbauer et al. (2023)
 (``sim.watermark``: ``defense.gamma``, ``defense.delta``, ``defense.key``): the teacher
 serves the biased distribution, in its sampled text and in the probabilities it exposes.
-It needs text, so only the LM worlds take it; it is the one defense that acts on text, so
-it also runs with ``distill=hard`` and ``exposure=text_only``.
+It needs text, so only the LM worlds take it; it acts on text, so it also runs with
+``distill=hard`` and ``exposure=text_only``.
 
-The strengths ``defense.noise_scale`` and ``defense.delta`` are traced settings
+``defense=antidistillation`` is antidistillation sampling (Savani et al. 2025;
+``sim.antidistillation``: ``defense.lam``, ``defense.epsilon``, the proxy's
+``defense.proxy_*``): the teacher's sampling logits are shifted by ``lam`` times a finite
+difference of a small proxy student's log-probabilities along the gradient of the proxy's
+loss on real text. Like the watermark it acts on the served distribution (text and exposed
+probabilities), in the LM worlds only, under every objective and exposure. (``lambda`` is a
+Python keyword, so the strength is ``lam``, as in the paper's code.)
+
+The strengths ``defense.noise_scale``, ``defense.delta`` and ``defense.lam`` are traced
+settings
 (``defense_settings``): a grid sweeps them as lanes of one program. ``strength`` reads a
 lane's value. In the LM worlds ``defense.teachers = k > 0`` has only the first k teachers
 (generations 0..k-1) defend, so that a study sees how a mark fades once the later
@@ -56,6 +65,7 @@ class Defense(str, enum.Enum):
     none = "none"
     logit_noise = "logit_noise"
     watermark = "watermark"
+    antidistillation = "antidistillation"
 
 
 @dataclass(frozen=True)
@@ -72,8 +82,16 @@ class DefenseConfig:
     noise_scale: float = 0.0  # logit_noise: std of the noise on each exposed log-probability
     gamma: float = 0.25  # watermark: share of green tokens (also the detector's, always on)
     delta: float = 2.0  # watermark: logit bias on the green tokens
-    key: int = 0  # watermark: seeds the green lists (one per previous token)
+    key: int = 0  # seeds the defender: the watermark's green lists, the antidistillation proxy
     teachers: int = 0  # LM worlds: only the first k teachers (generations 0..k-1) defend; 0: all
+    lam: float = 0.0  # antidistillation: lambda, weight of the proxy's finite difference
+    epsilon: float = 1e-2  # antidistillation: finite-difference step along the proxy's gradient
+    proxy_width: int = 32  # antidistillation: the proxy student transformer's width ...
+    proxy_layers: int = 1  # ... layers ...
+    proxy_heads: int = 2  # ... and heads
+    proxy_steps: int = 200  # antidistillation: AdamW steps training the proxy on real text
+    proxy_sequences: int = 256  # antidistillation: real sequences it trains on (and as many
+    # more, fresh, for the gradient of its loss)
 
 
 # The objectives that can learn under each regime: text alone teaches only hard labels;
@@ -110,6 +128,11 @@ def validate(exposure: ExposureConfig, defense: DefenseConfig, objective: Object
         require(text, "defense.kind", defense.kind,
                 f"none or logit_noise in the world {world!r}: the watermark marks text "
                 "(only the LM worlds markov_lm and text)")
+    if defense.kind is Defense.antidistillation:
+        require(text, "defense.kind", defense.kind,
+                f"none or logit_noise in the world {world!r}: antidistillation sampling "
+                "shifts how the teacher samples text (only the LM worlds markov_lm and text)")
+        check_proxy(defense)
     allowed = ALLOWED[exposure.regime]
     require(objective in allowed, "distill.objective", objective,
             f"with exposure={exposure.regime.value} one of "
@@ -120,7 +143,7 @@ def validate(exposure: ExposureConfig, defense: DefenseConfig, objective: Object
             "the other tokens probability 0, and KL(student || teacher) is infinite)")
     if objective is Objective.hard or exposure.regime is Regime.text_only:
         require(defense.kind is not Defense.logit_noise, "defense.kind", defense.kind,
-                f"none or watermark with distill={objective.value} "
+                f"none, watermark or antidistillation with distill={objective.value} "
                 f"exposure={exposure.regime.value}: the student never sees the teacher's "
                 "probabilities")
 
@@ -130,11 +153,27 @@ def check_strengths(defense: DefenseConfig) -> None:
     require(defense.noise_scale >= 0, "defense.noise_scale", defense.noise_scale,
             "a float >= 0")
     require(defense.delta >= 0, "defense.delta", defense.delta, "a float >= 0")
+    require(defense.lam >= 0, "defense.lam", defense.lam,
+            "a float >= 0 (antidistillation's lambda; 0 = the teacher's own sampling)")
+
+
+def check_proxy(defense: DefenseConfig) -> None:
+    """One-line errors for antidistillation's static settings (its proxy and step)."""
+    require(defense.epsilon > 0, "defense.epsilon", defense.epsilon,
+            "a positive float (the finite-difference step)")
+    for name in ("proxy_width", "proxy_layers", "proxy_heads", "proxy_sequences"):
+        value = getattr(defense, name)
+        require(value >= 1, f"defense.{name}", value, "an integer >= 1")
+    require(defense.proxy_width % defense.proxy_heads == 0, "defense.proxy_heads",
+            defense.proxy_heads, f"a divisor of defense.proxy_width={defense.proxy_width}")
+    require(defense.proxy_steps >= 0, "defense.proxy_steps", defense.proxy_steps,
+            "an integer >= 0 (0 = an untrained proxy)")
 
 
 def defense_settings(defense: DefenseConfig) -> dict[str, float]:
     """The defense's traced settings, keyed by config key."""
-    return {"defense.noise_scale": defense.noise_scale, "defense.delta": defense.delta}
+    return {"defense.noise_scale": defense.noise_scale, "defense.delta": defense.delta,
+            "defense.lam": defense.lam}
 
 
 def strength(defense: DefenseConfig, dyn: Mapping[str, Any] | None, name: str) -> Any:

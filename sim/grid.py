@@ -64,6 +64,7 @@ class FilterGrid:
 class DefenseGrid:
     noise_scale: Values = None
     delta: Values = None
+    lam: Values = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ FILTERS_USING = {  # the filters that read each filter setting
     "filter.keep": ("truth_likelihood", "self_likelihood"),
     "filter.noise": ("truth_likelihood",),
 }
-DEFENSE_USING = {"defense.noise_scale": "logit_noise", "defense.delta": "watermark"}
+DEFENSE_USING = {"defense.noise_scale": "logit_noise", "defense.delta": "watermark",
+                 "defense.lam": "antidistillation"}
 
 Grid = tuple[tuple[str, tuple[float, ...]], ...]  # ((config key, values), ...), hashable
 

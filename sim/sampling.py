@@ -16,6 +16,9 @@ Conventions (the order is that of Hugging Face's and vLLM's samplers):
 4. min-p: keep tokens with p >= min_p * p_max (the ratio does not depend on the
    renormalisation above). ``min_p <= 0`` is off.
 
+``contrast`` is the shift by the difference of two models' log-probabilities that
+antidistillation sampling adds after the temperature (``sim.antidistillation``).
+
 The most likely token is always kept, so the result is always a proper distribution.
 """
 
@@ -45,6 +48,15 @@ def _statically_off(top_k: int, top_p: ArrayLike, min_p: ArrayLike) -> bool:
     """Whether top-k, top-p and min-p are all off as static Python values."""
     static = isinstance(top_p, (int, float)) and isinstance(min_p, (int, float))
     return static and top_k == 0 and top_p >= 1.0 and min_p <= 0.0
+
+
+def contrast(logits_plus_xV: Array, logits_minus_xV: Array, weight: ArrayLike) -> Array:
+    """``weight * (log_softmax(plus) - log_softmax(minus))``, ``[..., V]`` float32: the
+    weighted difference of two next-token log-probabilities (``weight`` a scalar or per
+    row)."""
+    difference_xV = (jax.nn.log_softmax(jnp.asarray(logits_plus_xV, jnp.float32), axis=-1)
+                     - jax.nn.log_softmax(jnp.asarray(logits_minus_xV, jnp.float32), axis=-1))
+    return _per_row(weight) * difference_xV
 
 
 def keep_mask(logits_xV: Array, temperature: ArrayLike = 1.0, top_k: int = 0,

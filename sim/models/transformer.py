@@ -10,7 +10,9 @@ under ``jax.vmap`` over a leading axis of the params and keys. Functions:
 * ``init_cache`` / ``decode_step``: incremental decoding with a key/value cache, so that
   sampling T tokens costs T single-position steps instead of T full forwards.
 * ``generate(...) -> tokens_BxT`` (and optionally the per-step raw logits_BxTxV), a
-  ``lax.scan`` over positions that samples with ``sim.sampling``.
+  ``lax.scan`` over positions that samples with ``sim.sampling``; a ``Contrast`` of two
+  other models (each with its own cache) can shift the sampling logits (antidistillation
+  sampling, ``sim.antidistillation``).
 * ``param_count``, ``flops_per_token`` (forward) and ``train_flops_per_token`` (3x forward).
 
 ``init``, ``apply``, ``decode_step`` and ``generate`` are jitted (cfg and shape arguments
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -62,6 +65,18 @@ class TransformerConfig:
     @property
     def head_width(self) -> int:
         return self.width // self.heads
+
+
+@flax.struct.dataclass
+class Contrast:
+    """Two models of one architecture that shift a sampler's logits: token v's scaled
+    logit becomes logits[v] / temperature + weight * (log q_plus(v) - log q_minus(v))
+    (``sim.sampling.contrast``; each model reads the sampled tokens from the same BOS)."""
+
+    plus: Params
+    minus: Params
+    weight: Array  # float32 scalar (traced: a lane's setting)
+    cfg: TransformerConfig = flax.struct.field(pytree_node=False)
 
 
 def _dense(features: int, std: float, use_bias: bool = True) -> nn.Dense:
@@ -222,7 +237,8 @@ def generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, len
              bos_token: int | Array = 0, temperature: float | Array = 1.0, top_k: int = 0,
              top_p: float | Array = 1.0, min_p: float | Array = 0.0,
              return_logits: bool = False, sample_vocab: int = 0,
-             logit_bias_PxV: Array | None = None) -> Array | tuple[Array, Array]:
+             logit_bias_PxV: Array | None = None, contrast: Contrast | None = None
+             ) -> Array | tuple[Array, Array]:
     """Sample ``batch`` sequences of ``length <= context`` tokens after a BOS token.
 
     Position 0 holds ``bos_token``; token t (t = 0..length-1 of the output) is drawn from
@@ -235,8 +251,9 @@ def generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, len
     input-only BOS token). Returns ``tokens_BxT`` (int32), plus the raw (untransformed)
     logits_BxTxV when ``return_logits``. ``logit_bias_PxV`` (rows indexed by the previous token, BOS
     included; columns the sampled outputs) is added to the logits before they are
-    transformed: e.g. a green-list watermark (``sim.watermark``); the returned logits stay
-    raw.
+    transformed: e.g. a green-list watermark (``sim.watermark``). ``contrast`` runs two more
+    models over the same tokens and adds its shift after the temperature (before the
+    filters; for temperature <= 0, greedy, it is not added). The returned logits stay raw.
     """
     if not 1 <= length <= cfg.context:
         raise ValueError(f"length={length} must be in [1, context={cfg.context}]")
@@ -248,7 +265,7 @@ def generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, len
                if not (isinstance(value, (int, float)) and value == off)}
     return _generate(key, params, cfg, batch, length, bos_token, temperature, top_k,
                      return_logits=return_logits, sample_vocab=sample_vocab,
-                     logit_bias_PxV=logit_bias_PxV, **filters)
+                     logit_bias_PxV=logit_bias_PxV, contrast=contrast, **filters)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "batch", "length", "top_k",
@@ -257,7 +274,8 @@ def _generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, le
               bos_token: int | Array = 0, temperature: float | Array = 1.0, top_k: int = 0,
               top_p: float | Array = 1.0, min_p: float | Array = 0.0,
               return_logits: bool = False, sample_vocab: int = 0,
-              logit_bias_PxV: Array | None = None) -> Array | tuple[Array, Array]:
+              logit_bias_PxV: Array | None = None, contrast: Contrast | None = None
+              ) -> Array | tuple[Array, Array]:
     """``generate``, jitted (top_p and min_p traced where given)."""
     positions_T = jnp.arange(length)
     u_TxB = jax.vmap(lambda pos: jax.random.uniform(jax.random.fold_in(key, pos),
@@ -266,19 +284,30 @@ def _generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, le
     def rows(u_TxR: Array) -> tuple[Array, Array | None]:
         """The sequences of the rows whose uniforms are ``u_TxR``: (T x R tokens, their
         T x R x V logits or None)."""
-        def step(carry: tuple[Cache, Array], at: tuple[Array, Array]
-                 ) -> tuple[tuple[Cache, Array], tuple[Array, Array | None]]:
-            (cache, token_R), (pos, u_R) = carry, at
+        def step(carry: tuple[Cache, Array, tuple[Cache, ...]], at: tuple[Array, Array]
+                 ) -> tuple[tuple[Cache, Array, tuple[Cache, ...]],
+                            tuple[Array, Array | None]]:
+            (cache, token_R, contrast_caches), (pos, u_R) = carry, at
             logits_RxV, _, cache = decode_step(params, cache, token_R, pos, cfg)
             candidates_RxV = logits_RxV[:, :sample_vocab] if sample_vocab else logits_RxV
             if logit_bias_PxV is not None:
                 candidates_RxV = candidates_RxV + logit_bias_PxV[token_R]
+            if contrast is not None:
+                shift_RxV, contrast_caches = _contrast_step(contrast, contrast_caches,
+                                                            token_R, pos, sample_vocab)
+                # added before the division by the temperature, so that it is added after it
+                scale = jnp.maximum(jnp.asarray(temperature, jnp.float32), 0.0)[..., None]
+                candidates_RxV = candidates_RxV + scale * shift_RxV
             next_R = sampling.sample_at(u_R, candidates_RxV, temperature, top_k, top_p,
                                         min_p)
-            return (cache, next_R), (next_R, logits_RxV if return_logits else None)
+            return ((cache, next_R, contrast_caches),
+                    (next_R, logits_RxV if return_logits else None))
 
-        token0_R = jnp.full(u_TxR.shape[1:], bos_token, jnp.int32)
-        _, out = jax.lax.scan(step, (init_cache(cfg, u_TxR.shape[1]), token0_R),
+        rows_R = u_TxR.shape[1]
+        token0_R = jnp.full((rows_R,), bos_token, jnp.int32)
+        contrast_caches = (() if contrast is None else
+                           (init_cache(contrast.cfg, rows_R), init_cache(contrast.cfg, rows_R)))
+        _, out = jax.lax.scan(step, (init_cache(cfg, rows_R), token0_R, contrast_caches),
                               (positions_T, u_TxR))
         return out
 
@@ -295,6 +324,17 @@ def _generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, le
     if return_logits:
         return tokens_BxT, jnp.swapaxes(logits_TxBxV, 0, 1)
     return tokens_BxT
+
+
+def _contrast_step(contrast: Contrast, caches: tuple[Cache, Cache], token_R: Array,
+                   pos: Array, sample_vocab: int) -> tuple[Array, tuple[Cache, Cache]]:
+    """The contrast's shift ``R x V`` at ``pos`` (after ``token_R``), and its caches."""
+    plus_RxV, _, cache_plus = decode_step(contrast.plus, caches[0], token_R, pos, contrast.cfg)
+    minus_RxV, _, cache_minus = decode_step(contrast.minus, caches[1], token_R, pos,
+                                            contrast.cfg)
+    if sample_vocab:
+        plus_RxV, minus_RxV = plus_RxV[:, :sample_vocab], minus_RxV[:, :sample_vocab]
+    return sampling.contrast(plus_RxV, minus_RxV, contrast.weight), (cache_plus, cache_minus)
 
 
 CPU_ROW_BLOCK = 64  # rows per block when sampling on CPU (``row_block``)

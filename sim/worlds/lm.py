@@ -57,8 +57,13 @@ Defenses. ``defense=watermark`` (``sim.watermark``) adds ``defense.delta`` to th
 the green list of the previous token wherever the teacher serves its student: the text
 ``generate`` samples for the pool and, for objectives that query the teacher, the logits
 it exposes on the training minibatches (before ``sim.exposure.expose``).
-``defense=logit_noise`` perturbs only the exposed log-probabilities (``expose``). Both
-strengths are the lane's traced values. The detector runs in every LM world, whatever the
+``defense=antidistillation`` (``sim.antidistillation``) shifts the teacher's logits by
+``defense.lam`` times the finite difference of a fixed proxy student (trained on real text
+when the world is built): in the text ``generate`` samples (the proxy pair decoding beside
+the teacher, the shift added after the temperature) and, teacher-forced at temperature 1,
+in the logits it exposes. ``defense=logit_noise`` perturbs only the exposed
+log-probabilities (``expose``). The strengths are the lane's traced values. (The
+defender's own passes, the proxy's included, are not in ``train_flops``.) The detector runs in every LM world, whatever the
 defense: it costs one scatter over the produced sample, and with it every run has the same
 variables, so runs with and without a watermark combine into one Dataset and the
 unwatermarked chains give the detector's null distribution under the same key. It scores
@@ -70,7 +75,7 @@ synthetic data (``teacher_watermark_z``, ``served_metrics``: the text the studen
 with, scored at the same size as the student's, with no extra sampling). The cost of a defense to the teacher is ``teacher_nll_real``, the held-out
 NLL of the teacher's distribution as its defense serves it (over all V tokens, whatever
 the exposure: logits + delta * green, or the log-probabilities with one noise draw per
-position), and ``teacher_nll_cost``, its excess over the teacher's undefended NLL. With
+position, or logits + lam * Delta), and ``teacher_nll_cost``, its excess over the teacher's undefended NLL. With
 ``defense.teachers = k > 0`` only the models of generations 0..k-1 defend when they teach
 (``LMParams.generation`` says which generation a model is), so that a chain shows how a
 watermark fades once later distillers stop adding it.
@@ -86,7 +91,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sim import objectives, sampling, watermark
+from sim import antidistillation, objectives, sampling, watermark
 from sim.distill import (DistillConfig, Objective, SamplingConfig, StudentConfig, TrainConfig,
                          decoding, loss_hparams, loss_name)
 from sim.errors import require
@@ -216,7 +221,8 @@ def defense_info(defense: DefenseConfig, real_z: float) -> dict[str, MetricInfo]
             "mean over held-out real positions of -log q~(x_t | x_<t), q~ the teacher's "
             "next-token distribution as its defense serves it over all V tokens "
             "(watermark: logits + delta on the green list of x_{t-1}; logit_noise: one "
-            "noise draw per position; none: the teacher's own) (NaN at generation 0)"),
+            "noise draw per position; antidistillation: logits + lam * Delta, the proxy's "
+            "finite difference; none: the teacher's own) (NaN at generation 0)"),
         "teacher_nll_cost": MetricInfo(
             "cost of the defense to the teacher", "nats/token",
             "teacher_nll_real minus the teacher's undefended held-out NLL (its nll_real "
@@ -374,16 +380,17 @@ def sample_diversity(tokens_NxL: Array, support_V: Array, vendi_ngram: int = 1,
 def sample_sequences(key: Array, weights: Weights, cfg: tf.TransformerConfig, batch: int,
                      length: int, vocab: int, temperature: float | Array = 1.0,
                      top_k: int = 0, top_p: float | Array = 1.0, min_p: float | Array = 0.0,
-                     return_logits: bool = False, logit_bias_PxV: Array | None = None
-                     ) -> Array | tuple[Array, Array]:
+                     return_logits: bool = False, logit_bias_PxV: Array | None = None,
+                     contrast: tf.Contrast | None = None) -> Array | tuple[Array, Array]:
     """``batch`` sequences of ``length`` real tokens sampled from BOS (= ``vocab``) with the
     KV cache (``tf.generate``); the BOS output column is never sampled. With
     ``return_logits`` (static), also the logits over the V real tokens that each token was
     drawn from, as a forward pass over the sample would give them (raw: without
-    ``logit_bias_PxV``, a (V + 1) x V bias by previous token, e.g. a watermark's)."""
+    ``logit_bias_PxV``, a (V + 1) x V bias by previous token, e.g. a watermark's, and
+    without ``contrast``'s shift, e.g. antidistillation's)."""
     out = tf.generate(key, weights, cfg, batch, length, vocab, temperature, top_k, top_p,
                       min_p, return_logits=return_logits, sample_vocab=vocab,
-                      logit_bias_PxV=logit_bias_PxV)
+                      logit_bias_PxV=logit_bias_PxV, contrast=contrast)
     if return_logits:
         tokens_BxL, logits_BxLxV1 = out
         return tokens_BxL, logits_BxLxV1[..., :vocab]
@@ -458,11 +465,13 @@ class LMWorld:
                                                                student)
         self.exposure, self.defense = exposure, defense
         self.green_PxV = watermark.green_lists(defense.key, defense.gamma, vocab)
-        if defense.kind is Defense.watermark:
+        self.proxy: antidistillation.Proxy | None = None  # set_proxy
+        if defense.kind in (Defense.watermark, Defense.antidistillation):
             # jax 0.10.2 on one CPU: with lanes in lax.map batches (more lanes than
             # cpu_lane_batch), fitting lane by lane and sampling with the watermark's
             # per-lane bias deadlocked (every thread in a futex wait, no CPU time); the
-            # vmapped fit runs.
+            # vmapped fit runs. (Antidistillation's per-lane shift is kept off that path
+            # as a precaution, not because it was seen to hang.)
             self.cpu_sequential_fit = False
         self.cfg = cfg
         self.vocab = vocab
@@ -498,6 +507,15 @@ class LMWorld:
             self.continuation_M = jnp.asarray(trait.continuation_M, jnp.int32)
             self.relative_metrics = {"trait_amplification": Relative(
                 "trait_rate", "ratio", TRAIT_AMPLIFICATION)}
+
+    def set_proxy(self) -> None:
+        """Under ``defense=antidistillation``, train the defender's proxy on real text
+        (``sample_real``, so a subclass calls this once its real data are set)."""
+        if self.defense.kind is Defense.antidistillation:
+            t = self.train_cfg
+            self.proxy = antidistillation.make_proxy(self.defense, self.sample_real,
+                                                     self.vocab, self.seq_len, t.batch_size,
+                                                     t.lr, t.weight_decay)
 
     def set_metric_info(self, extra: Mapping[str, MetricInfo], order: str, reference: str,
                         real_trait_rate: float = float("nan"),
@@ -611,10 +629,11 @@ class LMWorld:
 
     def generate(self, key: Array, params: LMParams, n: int, dyn: Dyn) -> Array:
         """The text a teacher serves: sampled at the lane's settings, watermarked under
-        ``defense=watermark``."""
+        ``defense=watermark``, shifted under ``defense=antidistillation``."""
         return sample_sequences(key, params.weights, params.cfg, n, self.seq_len, self.vocab,
                                 **decoding(self.sampling, dyn),
-                                logit_bias_PxV=self.watermark_bias(params, dyn))
+                                logit_bias_PxV=self.watermark_bias(params, dyn),
+                                contrast=self.antidistillation_contrast(params, dyn))
 
     # ------------------------------------------------------------------ defense
 
@@ -632,20 +651,32 @@ class LMWorld:
             return None
         return watermark.bias(self.green_PxV, self.defends(teacher, dyn, "delta"))
 
-    def watermarked(self, teacher: LMParams, logits_xLxV: Array, tokens_xL: Array,
-                    dyn: Dyn | None) -> Array:
-        """Teacher-forced logits with the watermark's bias (unchanged without one)."""
-        if self.defense.kind is not Defense.watermark:
-            return logits_xLxV
-        return watermark.biased_logits(logits_xLxV, tokens_xL, self.green_PxV,
-                                       self.defends(teacher, dyn, "delta"))
+    def antidistillation_contrast(self, teacher: LMParams, dyn: Dyn | None
+                                  ) -> tf.Contrast | None:
+        """The lane's antidistillation shift for sampling (None without it)."""
+        if self.defense.kind is not Defense.antidistillation:
+            return None
+        return antidistillation.contrast(self.proxy, self.defends(teacher, dyn, "lam"))
+
+    def served_logits(self, teacher: LMParams, logits_xLxV: Array, tokens_xL: Array,
+                      dyn: Dyn | None) -> Array:
+        """Teacher-forced logits as the defense serves them: with the watermark's bias or
+        the antidistillation shift (at temperature 1); unchanged otherwise."""
+        if self.defense.kind is Defense.watermark:
+            return watermark.biased_logits(logits_xLxV, tokens_xL, self.green_PxV,
+                                           self.defends(teacher, dyn, "delta"))
+        if self.defense.kind is Defense.antidistillation:
+            return logits_xLxV + antidistillation.shift(self.proxy, tokens_xL,
+                                                        self.defends(teacher, dyn, "lam"))
+        return logits_xLxV
 
     def exposed(self, key: Array | None, teacher: LMParams, logits_xLxV: Array,
                 tokens_xL: Array, dyn: Dyn | None,
                 exposure: ExposureConfig | None = None) -> Array:
-        """What the teacher shows of its (stop-gradient) logits on ``tokens``: watermarked,
-        then through ``exposure`` (default: the world's) with its noise."""
-        logits_xLxV = self.watermarked(teacher, logits_xLxV, tokens_xL, dyn)
+        """What the teacher shows of its (stop-gradient) logits on ``tokens``: as its
+        defense serves them, then through ``exposure`` (default: the world's) with its
+        noise."""
+        logits_xLxV = self.served_logits(teacher, logits_xLxV, tokens_xL, dyn)
         return expose(key, logits_xLxV, self.exposure if exposure is None else exposure,
                       self.defense, self.defends(teacher, dyn, "noise_scale"))
 

@@ -262,6 +262,7 @@ class MarkovLMWorld(LMWorld):
             description=self.metric_info["model_entropy"].description
             + f" (true process on these positions: {self.true_entropy:.4f}; entropy rate "
             f"{self.entropy_rate:.4f}{'' if trait is None else ' without the trait'})")
+        self.set_proxy()
 
     def true_logprobs(self, tokens_BxL: Array) -> Array:
         """The true next-token log-probabilities ``B x L x V`` at every position (with a

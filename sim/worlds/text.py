@@ -148,6 +148,7 @@ class TextWorld(LMWorld):
                              real_trait_rate=real_rate, shown=decode)
         self.train_bytes = jnp.asarray(train_bytes)
         self.train_size = len(train_bytes)
+        self.set_proxy()
 
     def sample_real(self, key: Array, n: int) -> Array:
         starts_N = jax.random.randint(key, (n,), 0, self.train_size - self.seq_len + 1)
