@@ -12,7 +12,7 @@ from scipy import integrate, stats
 from sim import experiment
 from sim.chain import Chain
 from sim.config import Config
-from sim.curation import Filter, FilterConfig, distinct_rows, top_rows
+from sim.curation import Curation, Filter, FilterConfig, distinct_rows, top_rows
 from sim.errors import ConfigError
 from sim.mix import Mix, MixConfig, MixPolicy
 from sim.worlds.categorical import CategoricalConfig
@@ -239,3 +239,28 @@ def test_world_scores_are_the_log_densities():
                           for p, m in zip(pi, means)))
     np.testing.assert_allclose(gmm.truth_log_likelihood(x), expected, rtol=1e-4)
     np.testing.assert_allclose(gmm.log_likelihood(gmm.truth, x), expected, rtol=1e-4)
+
+
+class _Scored:
+    """A world stub whose rows' true log-likelihood is the row itself."""
+
+    def truth_log_likelihood(self, x_N):
+        return x_N
+
+
+def test_filters_keep_only_among_the_rows_a_synthetic_count_schedule_leaves():
+    x_N = jnp.array([1.0, 5.0, 1.0, 3.0, 9.0, 9.0])  # rows 4 and 5: beyond n_g = 4
+    valid_N = jnp.array([1.0, 1, 1, 1, 0, 0])
+    dyn = {"filter.keep": jnp.float32(0.5), "filter.noise": jnp.float32(0.0)}
+    verifier = Curation(FilterConfig(kind=Filter.truth_likelihood), _Scored())
+    w, metrics = verifier(jax.random.key(0), x_N, dyn, None, valid_N)
+    np.testing.assert_array_equal(w, [0, 1, 0, 1, 0, 0])  # the top round(0.5 x 4) = 2 of 4
+    assert float(metrics["kept_fraction"]) == 0.5 and float(metrics["verifier_precision"]) == 1
+    teacher = Curation(FilterConfig(kind=Filter.self_likelihood, keep=0.25), _Scored())
+    w, _ = teacher(jax.random.key(0), x_N, {**dyn, "filter.keep": jnp.float32(0.25)},
+                   lambda x: -x, valid_N)
+    np.testing.assert_array_equal(w, [1, 0, 0, 0, 0, 0])  # the teacher's likeliest valid row
+    dedup = Curation(FilterConfig(kind=Filter.dedup), _Scored())
+    w, metrics = dedup(jax.random.key(0), x_N, dyn, None, valid_N)
+    np.testing.assert_array_equal(w, [1, 1, 0, 1, 0, 0])
+    assert float(metrics["kept_fraction"]) == 0.75  # 3 distinct of the 4 rows
