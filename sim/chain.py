@@ -19,7 +19,9 @@ A filter (``sim.curation``) weighs each generation's synthetic rows before they 
 and an ensemble teacher draws each row from one of its members: under ``accumulate`` the
 summarising chain then draws the rows and sums their weighted statistics (never
 ``sample_statistics`` or ``refit``, which have no rows to filter); under ``replace`` it
-fits the weighted rows. The teacher choice
+fits the weighted rows. A synthetic count schedule (``sim.mix``) masks the rows after the
+first n_g in the same way, and the Gaussian's direct draws take n_g as a traced count. The
+teacher choice
 (``sim.teacher``) decides which model produces the data (and is the fit's and the
 measure's ``teacher``); the chain state carries the models it needs besides the newest.
 """
@@ -32,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from sim.curation import CURATION_INFO, Curation
-from sim.mix import Mix, MixPolicy
+from sim.mix import MIX_INFO, Mix, MixPolicy
 from sim.teacher import TeacherKind, Teaching
 from sim.worlds.base import Array, Data, Dyn, MetricInfo, Params, World
 
@@ -77,30 +79,33 @@ class Chain(NamedTuple):
 
     @property
     def metric_info(self) -> dict[str, MetricInfo]:
-        """Every metric a generation records: the world's, then the curation's."""
-        return {**self.world.metric_info, **(CURATION_INFO if self.curation else {})}
+        """Every metric a generation records: the world's, the curation's, the mix's."""
+        return {**self.world.metric_info, **(CURATION_INFO if self.curation else {}),
+                **(MIX_INFO if self.mix.counts else {})}
 
-    def _produce(self, key: Array, state: ChainState, dyn: Dyn
+    def _produce(self, key: Array, state: ChainState, generation: Array, dyn: Dyn
                  ) -> tuple[Data, Array | None, dict[str, Array]]:
-        """The teacher's n samples, their curation weights (None: unfiltered) and the
-        curation metrics."""
+        """The teacher's n samples, their weights (None: all 1; else the first n_g of a
+        synthetic count schedule, less what the filter drops) and the curation metrics."""
         n = self.world.n_samples
         synthetic = self.teaching.generate(self.world, key, state.params, state.teachers, n,
                                            dyn)
+        valid_N = self.mix.synthetic_mask(generation)
         if self.curation is None:
-            return synthetic, None, {}
+            return synthetic, valid_N, {}
         weights_N, metrics = self.curation(
             jax.random.fold_in(key, 1), synthetic, dyn,
-            self.teaching.log_likelihood(self.world, state.params, state.teachers))
+            self.teaching.log_likelihood(self.world, state.params, state.teachers), valid_N)
         return synthetic, weights_N, metrics
 
-    def _synthetic_statistics(self, key: Array, state: ChainState, dyn: Dyn
-                              ) -> tuple[Any, dict[str, Array]]:
+    def _synthetic_statistics(self, key: Array, state: ChainState, generation: Array,
+                              dyn: Dyn) -> tuple[Any, dict[str, Array]]:
         n = self.world.n_samples
         if self._own_samples and hasattr(self.world, "sample_statistics"):
             teacher = self.teaching.single(state.params, state.teachers)
-            return self.world.sample_statistics(key, teacher, n, dyn), {}
-        synthetic, weights_N, metrics = self._produce(key, state, dyn)
+            count = self.mix.synthetic_count(generation)
+            return self.world.sample_statistics(key, teacher, count, dyn), {}
+        synthetic, weights_N, metrics = self._produce(key, state, generation, dyn)
         weights_N = jnp.ones(n) if weights_N is None else weights_N
         return self.world.statistics(synthetic, weights_N), metrics
 
@@ -118,6 +123,8 @@ class Chain(NamedTuple):
             metrics = {**metrics, **self.world.served_metrics(None)}
         if self.curation is not None:
             metrics = {**metrics, **self.curation.unfiltered()}
+        if self.mix.counts:
+            metrics = {**metrics, "synthetic_count": jnp.float32(0.0)}
         return ChainState(params, pool, self.teaching.init(params)), metrics
 
     def step(self, state: ChainState, generation: Array, key: Array,
@@ -130,16 +137,18 @@ class Chain(NamedTuple):
         if (self.summarises and self.mix.policy is MixPolicy.replace
                 and hasattr(self.world, "refit")):
             pool = state.pool
-            params = self.world.refit(k_synth, teacher, self.world.n_samples, dyn)
+            params = self.world.refit(k_synth, teacher, self.mix.synthetic_count(generation),
+                                      dyn)
         elif self.summarises:
-            statistics, produced = self._synthetic_statistics(k_synth, state, dyn)
+            statistics, produced = self._synthetic_statistics(k_synth, state, generation, dyn)
             pool = state.pool
             if self.mix.policy is MixPolicy.accumulate:
                 pool = statistics = jax.tree.map(jnp.add, state.pool, statistics)
             params = self.world.fit_statistics(statistics)
         else:
             n = self.world.n_samples
-            synthetic, synthetic_weights_N, produced = self._produce(k_synth, state, dyn)
+            synthetic, synthetic_weights_N, produced = self._produce(k_synth, state,
+                                                                     generation, dyn)
             if hasattr(self.world, "served_metrics"):
                 produced = {**self.world.served_metrics(synthetic), **produced}
             real = self.world.sample_real(k_real, n) if self.mix.needs_real else None
@@ -148,4 +157,7 @@ class Chain(NamedTuple):
             params = self._fit(k_fit, data, weights_N, dyn, teacher)
         metrics = self.world.measure(k_measure, params, teacher, dyn)
         teachers = self.teaching.update(state.teachers, params, generation)
+        if self.mix.counts:
+            produced = {**produced, "synthetic_count": self.mix.synthetic_count(
+                generation).astype(jnp.float32)}
         return ChainState(params, pool, teachers), {**metrics, **produced}

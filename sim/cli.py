@@ -147,7 +147,8 @@ def _run(cfg: DictConfig, out_dir: Path) -> None:
     if not built.cfg.checkpoint.keep:
         checkpoint.remove(out_dir)
     headline = built.chain.world.headline + (
-        ("kept_fraction", "verifier_precision") if built.chain.curation else ())
+        ("kept_fraction", "verifier_precision") if built.chain.curation else ()) + (
+        ("synthetic_count",) if built.chain.mix.counts else ())
     print(format_summary(ds, headline))
     if built.grid:
         print(format_points(ds, headline, [key for key, _ in built.grid]))

@@ -88,7 +88,7 @@ def distinct_rows(data: Data) -> Array:
     return jnp.zeros(n, jnp.float32).at[order_N].set(first_N.astype(jnp.float32))
 
 
-def kept_count(keep: Array, n: int) -> Array:
+def kept_count(keep: Array, n: Array | int) -> Array:
     """round(keep n), at least 1."""
     return jnp.maximum(jnp.round(keep * n), 1.0)
 
@@ -106,26 +106,33 @@ class Curation:
         return self.kind is not Filter.none
 
     def __call__(self, key: Array, synthetic: Data, dyn: Dyn,
-                 teacher_log_likelihood: Callable[[Data], Array] | None
-                 ) -> tuple[Array, dict[str, Array]]:
+                 teacher_log_likelihood: Callable[[Data], Array] | None,
+                 valid_N: Array | None = None) -> tuple[Array, dict[str, Array]]:
         """(weights over the n synthetic rows, the generation's curation metrics);
-        ``teacher_log_likelihood``: the teacher's log-likelihood of each row (N,)."""
+        ``teacher_log_likelihood``: the teacher's log-likelihood of each row (N,);
+        ``valid_N``: 1.0 for the rows that exist (a synthetic count schedule's mask; None:
+        all), the only ones a filter keeps and its kept fraction counts."""
         n = jax.tree.leaves(synthetic)[0].shape[0]
         nan = jnp.float32(jnp.nan)
+        valid_N = jnp.ones(n) if valid_N is None else valid_N
+        rows = valid_N.sum()
         if self.kind is Filter.dedup:
-            weights_N = distinct_rows(synthetic)
-            return weights_N, {"kept_fraction": weights_N.mean(), "verifier_precision": nan}
-        count = kept_count(dyn["filter.keep"], n)
+            weights_N = distinct_rows(synthetic) * valid_N  # firsts in row order: valid first
+            return weights_N, {"kept_fraction": weights_N.sum() / rows,
+                               "verifier_precision": nan}
+        count = kept_count(dyn["filter.keep"], rows)
         truth_N = self.world.truth_log_likelihood(synthetic) if self.knows_truth else None
         if self.kind is Filter.truth_likelihood:
             scores_N = truth_N + dyn["filter.noise"] * jax.random.normal(key, (n,))
         else:
             scores_N = teacher_log_likelihood(synthetic)
-        weights_N = top_rows(scores_N, count)
+        weights_N = top_rows(jnp.where(valid_N > 0, scores_N, -jnp.inf), count)
         precision = nan
         if truth_N is not None:
-            precision = jnp.sum(weights_N * top_rows(truth_N, count)) / count
-        return weights_N, {"kept_fraction": weights_N.mean(), "verifier_precision": precision}
+            best_N = top_rows(jnp.where(valid_N > 0, truth_N, -jnp.inf), count)
+            precision = jnp.sum(weights_N * best_N) / count
+        return weights_N, {"kept_fraction": weights_N.sum() / rows,
+                           "verifier_precision": precision}
 
     def unfiltered(self) -> dict[str, Array]:
         """The curation metrics of generation 0 (NaN: nothing is filtered)."""

@@ -25,7 +25,7 @@ from sim.errors import require
 from sim.exposure import check_strengths, defense_settings
 from sim.lanes import lane_keys, resolve_strategy, run_lanes, sequential_fit
 from sim.metrics.retention import RETENTION_INFO, relative_metrics, retention_metrics
-from sim.mix import make_mix
+from sim.mix import check_fresh_counts, make_mix
 from sim.mix import validate as validate_mix
 from sim.record import run_attrs, to_dataset
 from sim.teacher import make_teaching
@@ -65,11 +65,13 @@ def build(cfg: Config) -> Experiment:
     world = make_world(static.world, static.distill, static.sampling, static.train,
                        static.student, cfg.exposure, cfg.defense)
     teaching = make_teaching(cfg.teacher, name, WORLDS[name].distils)
-    for point in grids.points(grid):
-        check_world(grids.with_values(cfg, point).filter, world, name, world.n_samples)
     curation = Curation(cfg.filter, world)
     mix = make_mix(cfg.mix, world.n_samples, cfg.generations, world.min_rows,
                    weighted=curation.active)
+    for point in grids.points(grid):
+        at_point = grids.with_values(cfg, point)
+        check_fresh_counts(at_point.mix, mix.counts, world.n_samples, world.min_rows)
+        check_world(at_point.filter, world, name, min(mix.counts, default=world.n_samples))
     dyn = {"mix.real_fraction": cfg.mix.real_fraction,
            "mix.real_fraction_decay": cfg.mix.real_fraction_decay,
            "filter.keep": cfg.filter.keep, "filter.noise": cfg.filter.noise,

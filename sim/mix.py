@@ -14,6 +14,16 @@ generations compile once and accumulated pools need no dynamic shapes.
   (decay 1: constant), or the g-th entry of ``real_fraction_schedule`` where one is given
   (one fraction per generation 1..G): studies of fading fresh data need no code.
 
+The synthetic sample count n_g of generation g >= 1 is n (``world.n_samples``) unless
+``synthetic_schedule`` lists one count per generation 1..G, or ``synthetic_decay`` < 1 sets
+n_g = round(n * synthetic_decay^(g-1)). The counts are static (known at build, so they are
+checked before compute) but the shapes are not: the teacher still produces n rows, and the
+rows after the first n_g get weight 0 (a mask, like a filter's), so a chain compiles once.
+Under ``fresh`` the n_g synthetic rows come after the round(r_g n) real ones, and the two
+must fit the n slots. A world that draws a fit or its statistics on its own samples without
+materialising them (the Gaussian's ``refit`` and ``sample_statistics``) draws them for n_g
+samples directly.
+
 Generation 0 always fits on n real rows.
 
 Curated synthetic data (``sim.curation``) comes with 0/1 weights over its n rows: ``replace``
@@ -30,9 +40,19 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sim.errors import require
-from sim.worlds.base import Array, Data, Dyn
+from sim.worlds.base import Array, Data, Dyn, MetricInfo
+
+
+# Recorded per generation where the synthetic count is scheduled (a list or a decay).
+MIX_INFO = {
+    "synthetic_count": MetricInfo(
+        "synthetic samples", "", "n_g, the number of the teacher's samples generation g "
+        "learned from before any filter (mix.synthetic_schedule or mix.synthetic_decay; "
+        "0 at generation 0, which fits world.n_samples real samples)"),
+}
 
 
 class MixPolicy(str, enum.Enum):
@@ -49,6 +69,8 @@ class MixConfig:
     real_fraction_decay: float = 1.0  # fresh: r_g = real_fraction * decay^(g - 1) (1 = constant)
     real_fraction_schedule: tuple[float, ...] = ()  # fresh: r_g per generation 1..G (() = off)
     subsample_size: Optional[int] = None  # accumulate_subsample: rows per fit (None = n_samples)
+    synthetic_schedule: tuple[int, ...] = ()  # synthetic samples n_g per generation 1..G (() = n)
+    synthetic_decay: float = 1.0  # n_g = round(n_samples * decay^(g - 1)) (1 = n every generation)
 
 
 def _where_rows(mask_N: Array, a: Data, b: Data) -> Data:
@@ -74,6 +96,7 @@ class Mix:
     subsample_size: int
     weighted: bool = False  # synthetic rows come with weights (a filter): pools keep them
     schedule: tuple[float, ...] = ()  # fresh: the real fraction of generations 1..G
+    counts: tuple[int, ...] = ()  # synthetic samples n_g of generations 1..G (() = n each)
 
     @property
     def needs_real(self) -> bool:
@@ -94,6 +117,18 @@ class Mix:
         if not self.weighted:
             return pool
         return pool, (jnp.arange(capacity) < self.n).astype(jnp.float32)
+
+    def synthetic_count(self, generation: Array) -> Array | int:
+        """n_g, generation g's synthetic sample count (the static n without a schedule)."""
+        if not self.counts:
+            return self.n
+        return jnp.asarray(self.counts, jnp.int32)[generation - 1]
+
+    def synthetic_mask(self, generation: Array) -> Array | None:
+        """1.0 for the first n_g of the n synthetic rows, else 0 (None without a schedule)."""
+        if not self.counts:
+            return None
+        return (jnp.arange(self.n) < self.synthetic_count(generation)).astype(jnp.float32)
 
     def real_fraction(self, generation: Array, dyn: Dyn) -> Array:
         """r_g, the share of generation g's rows that are fresh real data (``fresh``)."""
@@ -165,14 +200,73 @@ def validate_schedule(cfg: MixConfig, generations: int) -> None:
             "gives every generation's fraction)")
 
 
+def fewest_synthetic(cfg: MixConfig, min_rows: int) -> int:
+    """The fewest synthetic samples a generation may have: a fit under ``replace`` sees only
+    them, the other policies see real rows too (``fresh``: checked with its real share)."""
+    return min_rows if cfg.policy is MixPolicy.replace else 1
+
+
+def synthetic_counts(cfg: MixConfig, n_samples: int, generations: int, min_rows: int = 1
+                     ) -> tuple[int, ...]:
+    """Check the synthetic count settings and give n_g for g = 1..G (() = n each): one line
+    naming the key where a count is negative, above the pool size n, below what a fit needs,
+    or a schedule has the wrong length."""
+    schedule = list(cfg.synthetic_schedule)
+    low = fewest_synthetic(cfg, min_rows)
+    require(0.0 < cfg.synthetic_decay <= 1.0, "mix.synthetic_decay", cfg.synthetic_decay,
+            "a factor in (0, 1] (1 = world.n_samples synthetic samples every generation)")
+    require(not schedule or cfg.synthetic_decay == 1.0, "mix.synthetic_decay",
+            cfg.synthetic_decay, "only 1.0 with a mix.synthetic_schedule (which gives every "
+            "generation's count)")
+    require(not schedule or (len(schedule) == generations and all(
+        float(c).is_integer() and low <= c <= n_samples for c in schedule)),
+            "mix.synthetic_schedule", schedule,
+            f"one integer count in [{low}, {n_samples}] (at most world.n_samples, the pool "
+            f"size; at least {low}, the fewest a fit under mix={cfg.policy.value} needs) per "
+            f"generation 1..{generations} ({generations} values), or empty")
+    if schedule:
+        return tuple(int(c) for c in schedule)
+    if cfg.synthetic_decay == 1.0:
+        return ()
+    counts = tuple(int(np.round(n_samples * cfg.synthetic_decay ** (g - 1)))
+                   for g in range(1, generations + 1))
+    require(not counts or counts[-1] >= low, "mix.synthetic_decay", cfg.synthetic_decay,
+            f"a factor whose counts round({n_samples} x decay^(g-1)) stay >= {low} (the "
+            f"fewest a fit under mix={cfg.policy.value} needs) up to generation "
+            f"{generations}; this one reaches {counts[-1] if counts else n_samples}")
+    return counts
+
+
+def check_fresh_counts(cfg: MixConfig, counts: tuple[int, ...], n_samples: int,
+                       min_rows: int) -> None:
+    """Under ``fresh``, every generation's round(r_g n) real and n_g synthetic rows fit the
+    n slots and give a fit its rows (for one grid point's real fraction and decay)."""
+    if cfg.policy is not MixPolicy.fresh or not counts:
+        return
+    key = "mix.synthetic_schedule" if cfg.synthetic_schedule else "mix.synthetic_decay"
+    value = list(cfg.synthetic_schedule) if cfg.synthetic_schedule else cfg.synthetic_decay
+    for g, count in enumerate(counts, start=1):
+        if cfg.real_fraction_schedule:
+            r = cfg.real_fraction_schedule[g - 1]
+        else:
+            r = cfg.real_fraction * cfg.real_fraction_decay ** (g - 1)
+        real = int(np.round(np.float32(r) * n_samples))
+        require(min_rows <= real + count <= n_samples, key, value,
+                f"counts that with the real rows fill at most the world.n_samples="
+                f"{n_samples} slots and at least {min_rows} (mix=fresh); generation {g} has "
+                f"{real} real and {count} synthetic rows")
+
+
 def make_mix(cfg: MixConfig, n_samples: int, generations: int, min_rows: int = 1,
              weighted: bool = False) -> Mix:
     """Validate a mix config and build the policy; ``min_rows`` is what a fit needs,
-    ``weighted``: synthetic rows come with a filter's weights."""
+    ``weighted``: synthetic rows come with a filter's weights (so do they under a synthetic
+    count schedule)."""
     validate(cfg)
     validate_schedule(cfg, generations)
+    counts = synthetic_counts(cfg, n_samples, generations, min_rows)
     size = n_samples if cfg.subsample_size is None else cfg.subsample_size
     require(size >= min_rows, "mix.subsample_size", cfg.subsample_size,
             f"an integer >= {min_rows} (the fewest rows the world's fit needs), or null")
-    return Mix(cfg.policy, n_samples, generations, size, weighted,
-               tuple(float(r) for r in cfg.real_fraction_schedule))
+    return Mix(cfg.policy, n_samples, generations, size, weighted or bool(counts),
+               tuple(float(r) for r in cfg.real_fraction_schedule), counts)

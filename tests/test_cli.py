@@ -55,6 +55,8 @@ def test_multirun_datasets_combine_along_the_swept_keys(tmp_path):
     (["generations=-2"], "error: generations=-2"),
     (["mix=fresh", "mix.real_fraction=1.5"], "error: mix.real_fraction=1.5"),
     (["world=gaussian", "world.n_samples=2"], "error: world.n_samples=2"),
+    (["world=gaussian", "generations=2", "mix.synthetic_schedule=[50,-1]"],
+     "error: mix.synthetic_schedule=[50, -1] is not allowed"),
     (["world=nope"], "Could not find 'world/nope'"),
     (["world=gaussian", "world.dimm=3"], "Key 'dimm' not in 'GaussianConfig'"),
     (["seeds=many"], "could not be converted to Integer"),

@@ -12,7 +12,7 @@ from scipy import integrate, stats
 from sim import experiment
 from sim.chain import Chain
 from sim.config import Config
-from sim.curation import Filter, FilterConfig, distinct_rows, top_rows
+from sim.curation import Curation, Filter, FilterConfig, distinct_rows, top_rows
 from sim.errors import ConfigError
 from sim.mix import Mix, MixConfig, MixPolicy
 from sim.worlds.categorical import CategoricalConfig
@@ -203,7 +203,35 @@ def test_markov_lm_scores_a_sequence_by_its_true_chain():
                 for s in tokens]
     np.testing.assert_allclose(world.truth_log_likelihood(jnp.asarray(tokens)), expected,
                                rtol=1e-5)
-    assert not hasattr(world, "log_likelihood")  # self_likelihood: refused
+
+
+def test_an_lm_scores_a_sequence_by_its_own_next_token_distributions():
+    """self_likelihood in the LM worlds: log q(x) = sum_t log q(x_t | x_<t) is the log of a
+    distribution over the V^L sequences (it sums to 1) and is what the sampler drew each
+    token from."""
+    import itertools
+
+    from sim.distill import DistillConfig, SamplingConfig, StudentConfig, TrainConfig
+    from sim.models import transformer as tf
+    from sim.worlds.lm import LMParams, sample_sequences
+    from sim.worlds.markov_lm import MarkovLMConfig, MarkovLMWorld
+    v, length = 3, 4
+    world = MarkovLMWorld(MarkovLMConfig(vocab_size=v, branching=2, seq_len=length,
+                                         eval_sequences=4, width=16, layers=1, heads=2),
+                          DistillConfig(), SamplingConfig(), TrainConfig(), StudentConfig())
+    arch = world.teacher_arch
+    weights = jax.tree.map(lambda w: 4.0 * w, tf.init(jax.random.key(0), arch))  # peaked
+    model = LMParams(weights, jnp.float32(0), arch)
+    every_SxL = jnp.asarray(list(itertools.product(range(v), repeat=length)), jnp.int32)
+    logq_S = np.asarray(world.log_likelihood(model, every_SxL), np.float64)
+    assert np.ptp(logq_S) > 2.0  # far from uniform, so a shifted position would show
+    np.testing.assert_allclose(np.exp(logq_S).sum(), 1.0, rtol=1e-4)
+    tokens_NxL, logits_NxLxV = sample_sequences(jax.random.key(1), weights, arch, 8, length,
+                                                v, return_logits=True)
+    drawn_N = jnp.take_along_axis(jax.nn.log_softmax(logits_NxLxV), tokens_NxL[..., None],
+                                  -1)[..., 0].sum(-1)
+    np.testing.assert_allclose(world.log_likelihood(model, tokens_NxL), drawn_N, rtol=1e-4,
+                               atol=1e-4)
 
 
 def test_world_scores_are_the_log_densities():
@@ -239,3 +267,54 @@ def test_world_scores_are_the_log_densities():
                           for p, m in zip(pi, means)))
     np.testing.assert_allclose(gmm.truth_log_likelihood(x), expected, rtol=1e-4)
     np.testing.assert_allclose(gmm.log_likelihood(gmm.truth, x), expected, rtol=1e-4)
+
+
+class _Scored:
+    """A world stub whose rows' true log-likelihood is the row itself."""
+
+    def truth_log_likelihood(self, x_N):
+        return x_N
+
+
+def test_filters_keep_only_among_the_rows_a_synthetic_count_schedule_leaves():
+    x_N = jnp.array([1.0, 5.0, 1.0, 3.0, 9.0, 9.0])  # rows 4 and 5: beyond n_g = 4
+    valid_N = jnp.array([1.0, 1, 1, 1, 0, 0])
+    dyn = {"filter.keep": jnp.float32(0.5), "filter.noise": jnp.float32(0.0)}
+    verifier = Curation(FilterConfig(kind=Filter.truth_likelihood), _Scored())
+    w, metrics = verifier(jax.random.key(0), x_N, dyn, None, valid_N)
+    np.testing.assert_array_equal(w, [0, 1, 0, 1, 0, 0])  # the top round(0.5 x 4) = 2 of 4
+    assert float(metrics["kept_fraction"]) == 0.5 and float(metrics["verifier_precision"]) == 1
+    teacher = Curation(FilterConfig(kind=Filter.self_likelihood, keep=0.25), _Scored())
+    w, _ = teacher(jax.random.key(0), x_N, {**dyn, "filter.keep": jnp.float32(0.25)},
+                   lambda x: -x, valid_N)
+    np.testing.assert_array_equal(w, [1, 0, 0, 0, 0, 0])  # the teacher's likeliest valid row
+    dedup = Curation(FilterConfig(kind=Filter.dedup), _Scored())
+    w, metrics = dedup(jax.random.key(0), x_N, dyn, None, valid_N)
+    np.testing.assert_array_equal(w, [1, 1, 0, 1, 0, 0])
+    assert float(metrics["kept_fraction"]) == 0.75  # 3 distinct of the 4 rows
+
+
+def test_markov_lm_keeps_its_teachers_likeliest_sequences():
+    """filter=self_likelihood is accepted in the LM worlds and keeps the round(keep n)
+    sequences the teacher finds likeliest (its produce step, without training)."""
+    from sim.chain import ChainState
+    from sim.models import transformer as tf
+    from sim.worlds.lm import LMParams
+    from sim.worlds.markov_lm import MarkovLMConfig
+    cfg = Config(world=MarkovLMConfig(n_samples=16, seq_len=8, eval_sequences=8, layers=1,
+                                      width=16, heads=2),
+                 filter=FilterConfig(kind=Filter.self_likelihood, keep=0.25),
+                 generations=1, seeds=1, progress=False)
+    built = experiment.build(cfg)
+    chain, world = built.chain, built.chain.world
+    arch = world.teacher_arch
+    teacher = LMParams(jax.tree.map(lambda w: 4.0 * w, tf.init(jax.random.key(0), arch)),
+                       jnp.float32(0), arch)
+    dyn = {k: jnp.float32(v) for k, v in built.dyn.items()}
+    tokens, w_N, metrics = chain._produce(jax.random.key(1), ChainState(teacher, ()),
+                                          jnp.asarray(1), dyn)
+    logq_N = np.asarray(world.log_likelihood(teacher, tokens))
+    kept = np.asarray(w_N) > 0
+    assert kept.sum() == 4 and float(metrics["kept_fraction"]) == 0.25
+    assert logq_N[kept].min() >= logq_N[~kept].max()
+    assert 0.0 <= float(metrics["verifier_precision"]) <= 1.0  # the truth is known

@@ -152,3 +152,34 @@ def test_fidelity_metrics_tell_a_shrunk_model_from_a_wide_one():
     assert abs(truth["coverage"] - (1 - 2.0**-5)) < 0.03 and abs(truth["density"] - 1) < 0.05
     assert shrunk["precision"] > 0.99 and shrunk["recall"] < 0.7 and shrunk["coverage"] < 0.6
     assert wide["precision"] < 0.9 and wide["recall"] > 0.99 and wide["density"] < 0.8
+
+
+@pytest.mark.parametrize("curated", [False, True], ids=["refit", "data"])
+def test_a_synthetic_count_schedule_shrinks_the_variance_by_its_own_factors(curated):
+    """d = 1, MLE, replace: sigma_g^2 = sigma_{g-1}^2 chi^2(n_g - 1) / n_g, so
+    E[sigma_g^2] = prod over h <= g of (n_h - 1) / n_h (n_0 = n, the real fit) with
+    E[(sigma_g^2)^2] = prod (n_h^2 - 1) / n_h^2, and log sigma_g^2 has mean
+    sum psi((n_h - 1) / 2) + log(2 / n_h) and variance sum psi'((n_h - 1) / 2). The refit
+    path draws the chi^2 for a traced n_g; dedup (no continuous sample repeats) sends the
+    chain through the masked rows instead."""
+    from sim.curation import Filter, FilterConfig
+    n, schedule, seeds = 20, (4, 12, 3), 3000
+    cfg = Config(world=GaussianConfig(dim=1, n_samples=n, estimator=Estimator.mle),
+                 mix=MixConfig(synthetic_schedule=schedule),
+                 filter=FilterConfig(kind=Filter.dedup if curated else Filter.none),
+                 generations=len(schedule), seeds=seeds, progress=False)
+    built = experiment.build(cfg)
+    assert built.chain.summarises is not curated
+    ds = experiment.run(built)
+    counts = np.array((n,) + schedule, float)
+    np.testing.assert_array_equal(ds.synthetic_count.isel(seed=0), [0, *schedule])
+    if curated:
+        np.testing.assert_array_equal(ds.kept_fraction.sel(generation=[1, 2, 3]), 1.0)
+    mean = np.cumprod((counts - 1) / counts)
+    second = np.cumprod((counts**2 - 1) / counts**2)
+    log_mean = np.cumsum(digamma((counts - 1) / 2) + np.log(2 / counts))
+    log_var = np.cumsum(polygamma(1, (counts - 1) / 2))
+    for g in range(len(counts)):
+        sel = ds.sel(generation=g)
+        assert_mean(sel.cov_trace_ratio, mean[g], sd=np.sqrt(second[g] - mean[g] ** 2))
+        assert_mean(sel.cov_logdet_ratio, log_mean[g], sd=np.sqrt(log_var[g]))

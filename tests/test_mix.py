@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from sim.errors import ConfigError
-from sim.mix import Mix, MixConfig, MixPolicy, make_mix
+from sim import experiment
+from sim.config import Config
+from sim.mix import Mix, MixConfig, MixPolicy, make_mix, synthetic_counts
+from sim.worlds.categorical import CategoricalConfig
+from sim.worlds.gaussian import GaussianConfig
+from sim.worlds.linreg import LinregConfig
 
 N, G = 10, 4
 
@@ -90,9 +95,6 @@ def test_real_fraction_schedules_and_decay():
 
 
 def test_a_decay_and_its_schedule_give_the_same_chain():
-    from sim import experiment
-    from sim.config import Config
-    from sim.worlds.gaussian import GaussianConfig
     base = Config(world=GaussianConfig(n_samples=20), generations=3, seeds=3, progress=False)
     decay = experiment.run(experiment.build(dataclasses.replace(base, mix=MixConfig(
         policy=MixPolicy.fresh, real_fraction=0.8, real_fraction_decay=0.5))))
@@ -109,3 +111,84 @@ def test_schedules_are_checked_in_one_line():
         make_mix(MixConfig(policy=MixPolicy.replace, real_fraction_schedule=(0.5,) * G), N, G)
     with pytest.raises(ConfigError, match=r"^mix.real_fraction_decay=1.5 is not allowed"):
         make_mix(MixConfig(policy=MixPolicy.fresh, real_fraction_decay=1.5), N, G)
+
+
+def test_synthetic_counts_from_a_schedule_or_a_decay():
+    assert synthetic_counts(MixConfig(), N, G) == ()  # n every generation: no mask
+    assert synthetic_counts(MixConfig(synthetic_schedule=(3, 10, 1, 7)), N, G) == (3, 10, 1, 7)
+    # round(10 x 0.6^(g-1)): 10, 6, 3.6, 2.16
+    assert synthetic_counts(MixConfig(synthetic_decay=0.6), N, G) == (10, 6, 4, 2)
+
+
+def test_a_synthetic_count_schedule_masks_the_rows_after_n_g():
+    mix = make_mix(MixConfig(policy=MixPolicy.accumulate, synthetic_schedule=(3, 10, 1, 7)),
+                   N, G)
+    assert mix.weighted  # the accumulated pool keeps a weight per row
+    for g, n_g in zip(range(1, G + 1), (3, 10, 1, 7)):
+        mask = np.asarray(jax.jit(mix.synthetic_mask)(jnp.asarray(g)))
+        np.testing.assert_array_equal(mask, np.arange(N) < n_g)
+        assert int(mix.synthetic_count(jnp.asarray(g))) == n_g
+    state = mix.init(_data(0.0))
+    for g in range(1, G + 1):
+        state, data, w = mix(state, jax.random.key(g), jnp.asarray(g), None, _data(g), {},
+                             mix.synthetic_mask(jnp.asarray(g)))
+    seen = np.asarray(data["label"])[np.asarray(w) > 0].astype(int)
+    np.testing.assert_array_equal(np.bincount(seen), [N, 3, 10, 1, 7])  # real, then n_g each
+    fresh = make_mix(MixConfig(policy=MixPolicy.fresh, synthetic_schedule=(3, 10, 1, 7)), N, G)
+    dyn = {"mix.real_fraction": jnp.float32(0.5)}
+    _, data, w = fresh((), jax.random.key(0), jnp.asarray(1), _data(-1.0), _data(1.0), dyn,
+                       fresh.synthetic_mask(jnp.asarray(1)))
+    seen = np.asarray(data["label"])[np.asarray(w) > 0]
+    assert (seen == -1).sum() == 5 and (seen == 1).sum() == 3  # 5 real slots, then n_1 = 3
+
+
+GAUSSIAN = Config(world=GaussianConfig(n_samples=20), generations=3, seeds=3, progress=False)
+
+
+@pytest.mark.parametrize("mix,message", [
+    (MixConfig(synthetic_schedule=(5, 10)), r"mix.synthetic_schedule=\[5, 10\] is not allowed: "
+     r"one integer count in \[3, 20\] \(at most world.n_samples, the pool size; at least 3, "
+     r"the fewest a fit under mix=replace needs\) per generation 1..3 \(3 values\)"),
+    (MixConfig(synthetic_schedule=(5, 21, 5)), r"mix.synthetic_schedule=\[5, 21, 5\]"),
+    (MixConfig(synthetic_schedule=(5, 2, 5)), r"mix.synthetic_schedule=\[5, 2, 5\]"),
+    (MixConfig(policy=MixPolicy.accumulate, synthetic_schedule=(5, -1, 5)),
+     r"mix.synthetic_schedule=\[5, -1, 5\] is not allowed: one integer count in \[1, 20\]"),
+    (MixConfig(synthetic_schedule=(5, 2.5, 5)), r"mix.synthetic_schedule=\[5, 2.5, 5\]"),
+    (MixConfig(synthetic_decay=0.0), r"mix.synthetic_decay=0.0 is not allowed: a factor in "
+                                     r"\(0, 1\]"),
+    (MixConfig(synthetic_decay=0.3), r"mix.synthetic_decay=0.3 is not allowed: a factor whose "
+     r"counts round\(20 x decay\^\(g-1\)\) stay >= 3 .* this one reaches 2"),
+    (MixConfig(synthetic_decay=0.5, synthetic_schedule=(5, 5, 5)),
+     r"mix.synthetic_decay=0.5 is not allowed: only 1.0 with a mix.synthetic_schedule"),
+    (MixConfig(policy=MixPolicy.fresh, real_fraction=0.5, synthetic_schedule=(10, 11, 5)),
+     r"mix.synthetic_schedule=\[10, 11, 5\] is not allowed: counts that with the real rows "
+     r"fill at most the world.n_samples=20 slots .* generation 2 has 10 real and 11"),
+])
+def test_synthetic_count_settings_are_refused_in_one_line_before_compute(mix, message):
+    with pytest.raises(ConfigError, match="^" + message) as error:
+        experiment.build(dataclasses.replace(GAUSSIAN, mix=mix))
+    assert "\n" not in str(error.value)
+
+
+def _same_chain(cfg, n: int, **mix) -> None:
+    plain = experiment.run(experiment.build(cfg))
+    listed = experiment.run(experiment.build(dataclasses.replace(cfg, mix=dataclasses.replace(
+        cfg.mix, synthetic_schedule=(n,) * cfg.generations, **mix))))
+    np.testing.assert_array_equal(listed.synthetic_count.isel(seed=0),
+                                  [0] + [n] * cfg.generations)
+    for name in plain.data_vars:
+        if "seed" in plain[name].dims:
+            np.testing.assert_allclose(listed[name], plain[name], rtol=2e-5, atol=1e-6,
+                                       err_msg=name)
+
+
+@pytest.mark.parametrize("world,policy", [
+    (GaussianConfig(n_samples=20), MixPolicy.replace),  # refit with a traced count
+    (GaussianConfig(n_samples=20), MixPolicy.accumulate),  # sample_statistics, traced count
+    (GaussianConfig(n_samples=20), MixPolicy.fresh),  # the data path
+    (CategoricalConfig(n_samples=50, vocab_size=20), MixPolicy.replace),  # masked statistics
+    (LinregConfig(n_samples=20), MixPolicy.accumulate_subsample),
+])
+def test_a_schedule_of_n_every_generation_is_the_unscheduled_chain(world, policy):
+    cfg = dataclasses.replace(GAUSSIAN, world=world, mix=MixConfig(policy=policy))
+    _same_chain(cfg, world.n_samples)

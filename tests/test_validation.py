@@ -32,6 +32,10 @@ BAD = [  # (override, the start of the one-line error)
     ("student.layers=-1", "student.layers=-1 is not allowed: an integer >= 0"),
     ("student.heads=-1", "student.heads=-1 is not allowed: an integer >= 0"),
     ("world=digits student.hidden=[0]", "student.hidden=[0] is not allowed: positive layer"),
+    ("world=gaussian generations=2 mix.synthetic_schedule=[50,200]",
+     "mix.synthetic_schedule=[50, 200] is not allowed: one integer count in [3, 100]"),
+    ("world=gaussian mix.synthetic_decay=1.5",
+     "mix.synthetic_decay=1.5 is not allowed: a factor in (0, 1]"),
     ("world=gaussian distill=soft", "distill.objective='soft' is not allowed: only the "
                                     "default 'hard' in the closed-form world 'gaussian'"),
     ("world=linreg sampling.temperature=0.5", "sampling.temperature=0.5 is not allowed: only "

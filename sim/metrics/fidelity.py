@@ -13,6 +13,16 @@ point; each generated point y_j a ball of radius s_j among the generated points.
 A model that sharpens (samples only near the modes) keeps precision and loses recall and
 coverage: the quality-diversity trade-off of Alemohammad et al. (2024).
 Distances are Euclidean; cost O((N + M)^2 d) in memory and time.
+
+Measured for the worlds whose models produce points (gaussian, gmm). Not for digits: its
+model is a classifier that labels given images, so its "samples" are real images with the
+model's labels. Their pixels are real images drawn whatever the model is, so PRDC on them
+would be the same for every generation. On the penultimate features there is no common
+space: each generation's network starts from a fresh initialisation, so its features are
+its own coordinates, and embedding with one fixed network would measure that network's
+features of the same real images, not anything the chain produces. What a digits chain
+changes is p(y | x), which its label metrics measure (``accuracy``, ``nll_real``,
+``agreement``, the class-prior and group metrics).
 """
 
 from __future__ import annotations

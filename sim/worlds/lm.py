@@ -635,6 +635,13 @@ class LMWorld:
                                 logit_bias_PxV=self.watermark_bias(params, dyn),
                                 contrast=self.antidistillation_contrast(params, dyn))
 
+    def log_likelihood(self, params: LMParams, tokens_NxL: Array) -> Array:
+        """sum_t log q(x_t | x_<t) of every sequence (N,) under a model's own next-token
+        distributions (temperature 1, before sampling filters and any defense): the score
+        ``filter=self_likelihood`` keeps a teacher's likeliest sequences by."""
+        logits_NxLxV, _ = self.forward(params.weights, params.cfg, tokens_NxL)
+        return -objectives.cross_entropy(logits_NxLxV, tokens_NxL).sum(-1)
+
     # ------------------------------------------------------------------ defense
 
     def defends(self, teacher: LMParams, dyn: Dyn | None, name: str) -> Array:
