@@ -63,22 +63,24 @@ when the world is built): in the text ``generate`` samples (the proxy pair decod
 the teacher, the shift added after the temperature) and, teacher-forced at temperature 1,
 in the logits it exposes. ``defense=logit_noise`` perturbs only the exposed
 log-probabilities (``expose``). The strengths are the lane's traced values. (The
-defender's own passes, the proxy's included, are not in ``train_flops``.) The detector runs in every LM world, whatever the
-defense: it costs one scatter over the produced sample, and with it every run has the same
-variables, so runs with and without a watermark combine into one Dataset and the
-unwatermarked chains give the detector's null distribution under the same key. It scores
-two samples each generation: the model's own (``watermark_z``, ``watermark_p``: the
-sample of the produced-text metrics, drawn without any watermark, so a score there is a
-watermark the model learnt from its teacher's text, "radioactivity", Sander et al. 2024)
-and the first ``eval_sequences`` sequences its teacher served as this generation's
-synthetic data (``teacher_watermark_z``, ``served_metrics``: the text the student was taught
-with, scored at the same size as the student's, with no extra sampling). The cost of a defense to the teacher is ``teacher_nll_real``, the held-out
-NLL of the teacher's distribution as its defense serves it (over all V tokens, whatever
-the exposure: logits + delta * green, or the log-probabilities with one noise draw per
-position, or logits + lam * Delta), and ``teacher_nll_cost``, its excess over the teacher's undefended NLL. With
-``defense.teachers = k > 0`` only the models of generations 0..k-1 defend when they teach
-(``LMParams.generation`` says which generation a model is), so that a chain shows how a
-watermark fades once later distillers stop adding it.
+defender's own passes, the proxy's included, are not in ``train_flops``.)
+
+The detector runs in every LM world, whatever the defense: it costs one scatter over the
+produced sample, and with it every run has the same variables, so runs with and without a
+watermark combine into one Dataset and the unwatermarked chains give the detector's null
+distribution under the same key. It scores two samples each generation: the model's own
+(``watermark_z``, ``watermark_p``: the sample of the produced-text metrics, drawn without
+any watermark, so a score there is a watermark the model learnt from its teacher's text,
+"radioactivity", Sander et al. 2024) and the first ``eval_sequences`` sequences its teacher
+served as this generation's synthetic data (``teacher_watermark_z``, ``served_metrics``:
+the text the student was taught with, scored at the same size as the student's, with no
+extra sampling). The cost of a defense to the teacher is ``teacher_nll_real``, the
+held-out NLL of the teacher's distribution as its defense serves it (over all V tokens,
+whatever the exposure: logits + delta * green, the log-probabilities with one noise draw
+per position, or logits + lam * Delta), and ``teacher_nll_cost``, its excess over the
+teacher's undefended NLL. With ``defense.teachers = k > 0`` only the models of generations
+0..k-1 defend when they teach (``LMParams.generation`` says which generation a model is),
+so that a chain shows how a watermark fades once later distillers stop adding it.
 """
 
 from __future__ import annotations
