@@ -73,16 +73,19 @@ def compose_config(given: list[str]):
 @settings(max_examples=5, deadline=None, derandomize=True)
 @given(data=st.data())
 def test_every_out_of_range_value_is_refused_before_compute_naming_its_key(data):
-    for key, (_, invalid) in RANGES.items():
-        value = data.draw(invalid)
-        mix = "fresh" if key == "mix.real_fraction" else "replace"
-        cfg = compose_config(["world=categorical", f"mix={mix}", f"{key}={value}"])
-        try:
-            experiment.build(cfg)
-        except ConfigError as error:
-            assert "\n" not in str(error) and f"{key}=" in str(error), str(error)
-        else:
-            raise AssertionError(f"{key}={value} was accepted")
+    register_configs()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for key, (_, invalid) in RANGES.items():
+            value = data.draw(invalid)
+            mix = "fresh" if key == "mix.real_fraction" else "replace"
+            cfg = to_config(compose("config", overrides=["world=categorical", f"mix={mix}",
+                                                         f"{key}={value}"]))
+            try:
+                experiment.build(cfg)
+            except ConfigError as error:
+                assert "\n" not in str(error) and f"{key}=" in str(error), str(error)
+            else:
+                raise AssertionError(f"{key}={value} was accepted")
 
 
 @settings(max_examples=20, deadline=None, derandomize=True,

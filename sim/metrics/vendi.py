@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from sim.eigenvalues import eigvalsh
 from sim.metrics.sequences import ngram_ids
 
 Array = jax.Array
@@ -26,7 +27,7 @@ def vendi_score(features_NxF: Array, q: float = 1.0) -> Array:
     n = features_NxF.shape[0]
     # eigenvalues of K / N = X X' / N equal those of X' X / N (plus zeros): use the smaller
     gram = unit_NxF @ unit_NxF.T if n <= unit_NxF.shape[1] else unit_NxF.T @ unit_NxF
-    lam = jnp.clip(jnp.linalg.eigvalsh(gram / n), 0.0)
+    lam = jnp.clip(eigvalsh(gram / n), 0.0)
     lam = jnp.where(lam > max(gram.shape[0], n) * jnp.finfo(jnp.float32).eps * lam.max(),
                     lam, 0.0)
     lam = lam / lam.sum()

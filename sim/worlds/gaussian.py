@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
+from sim.eigenvalues import eigvalsh
 from sim.errors import require
 from sim.metrics.fidelity import precision_recall_density_coverage
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
@@ -88,7 +89,7 @@ def w2_gaussians(m1_D: Array, c1_DxD: Array, m2_D: Array, c2_sqrt_DxD: Array) ->
     """Wasserstein-2 distance between N(m1, C1) and N(m2, C2), given C2^(1/2)."""
     c2_DxD = c2_sqrt_DxD @ c2_sqrt_DxD
     cross_DxD = c2_sqrt_DxD @ c1_DxD @ c2_sqrt_DxD
-    cross_trace = jnp.sqrt(jnp.clip(jnp.linalg.eigvalsh(cross_DxD), 0.0)).sum()
+    cross_trace = jnp.sqrt(jnp.clip(eigvalsh(cross_DxD), 0.0)).sum()
     sq = jnp.sum((m1_D - m2_D) ** 2) + jnp.trace(c1_DxD) + jnp.trace(c2_DxD) - 2 * cross_trace
     return jnp.sqrt(jnp.clip(sq, 0.0))
 

@@ -1,0 +1,69 @@
+"""Eigenvalues of symmetric matrices without their eigenvectors.
+
+``jnp.linalg.eigvalsh`` computes the eigenvectors and drops them: JAX lowers every symmetric
+eigendecomposition to LAPACK's ``syevd`` with ``jobz='V'``. On the CPU ``eigvalsh`` here
+calls the ``syevd`` that jaxlib registers for that lowering with ``jobz='N'`` (eigenvalues
+only): 10,000 10 x 10 matrices (the Gaussian world's W2 at 10,000 lanes) took 16.0 ms
+instead of 28.6 ms on 2 CPU cores. The target is jaxlib's own, not a public API, so it is
+used only where a probe finds it and it returns ``jnp.linalg.eigvalsh``'s eigenvalues;
+elsewhere (other backends, a jaxlib without it) this is ``jnp.linalg.eigvalsh``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+def _lapack_target(dtype: np.dtype) -> str | None:
+    """jaxlib's ``syevd`` FFI target for real ``dtype``, or None."""
+    try:
+        from jax._src.lib import lapack
+        return lapack.prepare_lapack_call("syevd_ffi", dtype)
+    except Exception:  # noqa: BLE001 - any failure means: not available
+        return None
+
+
+def _syevd_values(target: str, x_xNxN: Array) -> Array:
+    """Ascending eigenvalues from LAPACK ``syevd`` with ``jobz='N'`` (NaN where it fails)."""
+    out = (jax.ShapeDtypeStruct(x_xNxN.shape, x_xNxN.dtype),
+           jax.ShapeDtypeStruct(x_xNxN.shape[:-1], x_xNxN.dtype),
+           jax.ShapeDtypeStruct(x_xNxN.shape[:-2], jnp.int32))
+    _, w_xN, info_x = jax.ffi.ffi_call(target, out, input_output_aliases={0: 0},
+                                       vmap_method="broadcast_all")(
+        x_xNxN, mode=np.uint8(ord("N")), uplo=np.uint8(ord("L")))
+    return jnp.where((info_x == 0)[..., None], w_xN, jnp.nan)
+
+
+@functools.cache
+def _cpu_target(dtype: np.dtype) -> str | None:
+    """The target, where it runs on the CPU and agrees with ``jnp.linalg.eigvalsh``."""
+    target = _lapack_target(dtype)
+    if target is None:
+        return None
+    probe = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 1.0]], dtype)
+    try:
+        with jax.ensure_compile_time_eval():
+            found = np.asarray(jax.jit(functools.partial(_syevd_values, target))(probe))
+    except Exception:  # noqa: BLE001 - not registered, or another signature
+        return None
+    expected = np.linalg.eigvalsh(probe.astype(np.float64))
+    return target if np.allclose(found, expected, rtol=1e-5, atol=1e-6) else None
+
+
+def eigvalsh(x_xNxN: Array) -> Array:
+    """Ascending eigenvalues of real symmetric matrices (lower triangles read), like
+    ``jnp.linalg.eigvalsh`` after symmetrising."""
+    x_xNxN = jnp.asarray(x_xNxN)
+    x_xNxN = (x_xNxN + jnp.swapaxes(x_xNxN, -1, -2)) / 2
+    target = None
+    if jax.default_backend() == "cpu" and x_xNxN.dtype in (jnp.float32, jnp.float64):
+        target = _cpu_target(np.dtype(x_xNxN.dtype))
+    if target is None:
+        return jnp.linalg.eigvalsh(x_xNxN)
+    return _syevd_values(target, x_xNxN)
