@@ -10,8 +10,9 @@ Workloads (``KEY=VALUE`` overrides replace the workload's own settings of the sa
   each).
 
 Every row reports the same fields (None where one does not apply): ``wall_s`` (the whole
-run: compiling, planning, every generation), ``compile_s`` (tracing, lowering and XLA
-compiling, from JAX's monitoring events), ``train_tokens_per_s`` and ``train_flops_per_s``
+run: compiling, planning, every generation), ``compile_s`` (wall seconds spent tracing,
+lowering and XLA compiling, from JAX's monitoring events; programs compiled at once count
+once), ``train_tokens_per_s`` and ``train_flops_per_s``
 (the ``train_flops`` the LM world records, over the run's time outside compiling less the
 sampling time), ``ceiling_flops_per_s`` (the best of several large float32 matmuls, timed
 here on the same backend), ``train_fraction_of_ceiling``, ``sample_tokens_per_s`` (a
@@ -61,12 +62,24 @@ COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
                   "/jax/core/compile/backend_compile_duration")
 
-_compile_seconds = [0.0]  # everything compiled in this process so far
+_compile_intervals: list[tuple[float, float]] = []  # (start, end) of every compile event
 
 
 def _count_compile(event: str, duration: float, **_: Any) -> None:
     if event in COMPILE_EVENTS:
-        _compile_seconds[0] += duration
+        end = time.perf_counter()
+        _compile_intervals.append((end - duration, end))
+
+
+def compile_seconds(since: float) -> float:
+    """Wall seconds after ``since`` (a ``time.perf_counter()``) in which something was
+    compiling: events that overlap (programs compiled at once in threads, or nested
+    ones) count once."""
+    total, reach = 0.0, since
+    for start, end in sorted(_compile_intervals):
+        total += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    return total
 
 
 jax.monitoring.register_event_duration_secs_listener(_count_compile)
@@ -119,11 +132,10 @@ def result_row(workload: str, **fields: Any) -> dict[str, Any]:
 def run_timed(cfg: Config) -> tuple[experiment.Experiment, Any, float, float]:
     """(the built experiment, its Dataset, wall seconds, compile seconds) of one in-process
     run (building included)."""
-    compiled = _compile_seconds[0]
     start = time.perf_counter()
     built = experiment.build(cfg)
     ds = experiment.run(built)
-    return built, ds, time.perf_counter() - start, _compile_seconds[0] - compiled
+    return built, ds, time.perf_counter() - start, compile_seconds(since=start)
 
 
 def sample_seconds(built: experiment.Experiment, repeats: int = 2) -> float:

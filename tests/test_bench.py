@@ -22,3 +22,12 @@ def test_a_row_has_every_field_and_is_json():
     row = bench.result_row("lm", wall_s=1.5, ceiling_flops_per_s=bench.matmul_ceiling((64,), 1))
     assert set(row) == set(bench.FIELDS) and row["ceiling_flops_per_s"] > 0
     assert row["compile_s"] is None and json.loads(json.dumps(row)) == row
+
+
+def test_compile_seconds_count_overlapping_compiles_once(monkeypatch):
+    """Two programs compiled at once (threads) and a compile nested in another's tracing
+    take the wall time they cover, not the sum of their durations."""
+    events = [(10.0, 14.0), (11.0, 13.0), (12.0, 15.0), (20.0, 21.0), (2.0, 3.0)]
+    monkeypatch.setattr(bench, "_compile_intervals", events)
+    assert bench.compile_seconds(since=9.0) == 5.0 + 1.0  # 10-15 and 20-21
+    assert bench.compile_seconds(since=12.5) == 2.5 + 1.0  # from 12.5 only
