@@ -13,6 +13,7 @@ from sim.errors import ConfigError
 from sim.models import mlp
 from sim.worlds.digits import Classifier, DigitsConfig, DigitsWorld
 from sim.worlds.digits_data import MARKER, TEST_DRAWS
+from stats import assert_mean
 
 TRAIN = TrainConfig(steps=300, batch_size=32, lr=3e-3)
 STUDENT = StudentConfig(hidden=(16,))
@@ -308,3 +309,40 @@ def test_kl_teacher_student_is_the_forward_kl_on_the_test_images(teacher):
     reverse = np.mean(np.sum(np.exp(log_s) * (log_s - log_t), 1))
     assert abs(forward - reverse) > 0.05 * forward
     assert measured == pytest.approx(forward, rel=1e-4)
+
+
+def test_subliminal_transfer_needs_the_teachers_initial_weights():
+    """The subliminal headline (conf/experiment/subliminal_digits.yaml), small: distilled only
+    on auxiliary logits of random-pixel inputs, a student that starts from the teacher's
+    initial weights classifies digits above chance; one with its own initial weights stays
+    at chance. Chance for a student is the accuracy of its predictions were they
+    independent of the labels, sum_c P(pred = c) P(y = c); the seeds (lanes of one program)
+    are independent replicates, and the test uses the spread across them, since one
+    network's test predictions are not independent draws."""
+    distill = DistillConfig(objective=Objective.soft)
+    train = TrainConfig(steps=200, batch_size=64, lr=3e-3)
+    dyn, n, seeds = _dyn(distill, train=train), 1000, 8
+    same, other = (_world(distill, train=train, student=StudentConfig(), hidden=(32,),
+                          auxiliary_logits=10, student_inputs="noise",
+                          student_targets="auxiliary", same_init=s) for s in (True, False))
+
+    def predictions(key):
+        k = jax.random.split(key, 4)
+        teacher = same.fit(k[0], same.sample_real(k[1], same.n_samples),
+                           jnp.ones(same.n_samples), dyn, None)
+        data = same.generate(k[2], teacher, n, dyn)
+        return jnp.stack([jnp.argmax(w._class_logits(
+            w.fit(k[3], data, jnp.ones(n), dyn, teacher).weights, w.x_test), -1)
+            for w in (same, other)])
+
+    pred_SxWxN = np.asarray(jax.jit(jax.vmap(predictions))(
+        jax.random.split(jax.random.key(0), seeds)))
+    y_N = np.asarray(same.y_test)
+    p_y = np.bincount(y_N, minlength=10) / y_N.size
+    chance_SxW = np.apply_along_axis(lambda p: np.bincount(p, minlength=10) @ p_y / p.size,
+                                     -1, pred_SxWxN)
+    above_SxW = np.mean(pred_SxWxN == y_N, -1) - chance_SxW
+    same_S, other_S = above_SxW.T
+    se = same_S.std(ddof=1) / np.sqrt(seeds)
+    assert same_S.mean() > 4 * se, (same_S, se)
+    assert_mean(other_S, 0.0)
