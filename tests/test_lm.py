@@ -35,12 +35,26 @@ def _dyn(distill: DistillConfig = DistillConfig(), train_cfg: TrainConfig = TRAI
             dynamic_settings(distill, SamplingConfig(), train_cfg).items()}
 
 
-def _kl_teacher_student(world: MarkovLMWorld, teacher: LMParams, weights, arch) -> float:
-    """Mean KL(teacher || student) over the held-out real positions."""
-    t_logits, _ = world.forward(teacher.weights, teacher.cfg, world.eval_ExL)
+def _kl_teacher_student(world: MarkovLMWorld, teacher: LMParams, weights, arch,
+                        target_log_probs=None) -> float:
+    """Mean KL(teacher || student) over the held-out real positions (or KL(target ||
+    student) for given target log-probabilities at those positions)."""
+    if target_log_probs is None:
+        t_logits, _ = world.forward(teacher.weights, teacher.cfg, world.eval_ExL)
+        target_log_probs = jax.nn.log_softmax(t_logits)
     s_logits, _ = world.forward(weights, arch, world.eval_ExL)
-    return float(jnp.mean(objectives.kl(jax.nn.log_softmax(t_logits),
-                                        jax.nn.log_softmax(s_logits))))
+    return float(jnp.mean(objectives.kl(target_log_probs, jax.nn.log_softmax(s_logits))))
+
+
+def _renormalised_topk(world: MarkovLMWorld, teacher: LMParams) -> jax.Array:
+    """The teacher's top-k probabilities renormalised (numpy), as log-probabilities at the
+    held-out real positions."""
+    t_logits, _ = world.forward(teacher.weights, teacher.cfg, world.eval_ExL)
+    p = np.asarray(jax.nn.softmax(t_logits), np.float64)
+    kth = -np.sort(-p, axis=-1)[..., world.distill.top_k - 1:world.distill.top_k]
+    kept = np.where(p >= kth, p, 0.0)
+    with np.errstate(divide="ignore"):
+        return jnp.asarray(np.log(kept / kept.sum(-1, keepdims=True)), jnp.float32)
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +94,24 @@ def test_every_objective_lowers_its_loss_and_approaches_the_teacher(distill,
     params, losses = fit(jax.random.key(3), data)
     losses = np.asarray(losses)
     assert np.all(np.isfinite(losses))
-    assert losses[-10:].mean() < 0.8 * losses[:5].mean(), losses[::10]
+    # the loss falls by more than its minibatch noise: 4 standard errors of the difference
+    # of the two window means, each from its own spread (the early window's spread also
+    # holds the steep start of training, which only widens it)
+    first, last = losses[:5], losses[-10:]
+    se = np.sqrt(first.var(ddof=1) / first.size + last.var(ddof=1) / last.size)
+    assert last.mean() < first.mean() - 4 * se, (first.mean(), last.mean(), se, losses[::10])
     init = tf.init(jax.random.split(jax.random.key(3), 3)[0], world.student_arch)
-    before = _kl_teacher_student(world, teacher, init, world.student_arch)
-    after = _kl_teacher_student(world, teacher, params.weights, params.cfg)
-    # renormalised top-k targets drop the invisible mass: the student cannot match P fully
     lossy = distill.objective is Objective.topk and distill.missing is Missing.renormalise
-    assert after < (0.75 if lossy else 0.5) * before, (before, after)
+    # the student approaches the target its objective shows it: the full teacher, or for
+    # renormalised top-k the teacher's top k renormalised, whose KL from the teacher is
+    # infinite (the rest gets no mass), so the KL to the full teacher need only fall
+    target = _renormalised_topk(world, teacher) if lossy else None
+    before = _kl_teacher_student(world, teacher, init, world.student_arch, target)
+    after = _kl_teacher_student(world, teacher, params.weights, params.cfg, target)
+    assert after < 0.5 * before, (before, after)
+    if lossy:
+        assert _kl_teacher_student(world, teacher, params.weights, params.cfg) < \
+            _kl_teacher_student(world, teacher, init, world.student_arch)
     assert params.cfg == world.student_arch
 
 
