@@ -51,8 +51,9 @@ LM = Config(world=MarkovLMConfig(n_samples=32, seq_len=8, vocab_size=8, width=16
 
 
 @pytest.mark.filterwarnings("ignore:Some donated buffers were not usable")
-@pytest.mark.parametrize("cfg,resume_from", [(GAUSSIAN, None), (LM, [1])],
-                         ids=["gaussian_in_chunks", "lm_smaller_student"])
+@pytest.mark.parametrize("cfg,resume_from", [
+    pytest.param(GAUSSIAN, None, id="gaussian_in_chunks"),
+    pytest.param(LM, [1], id="lm_smaller_student", marks=pytest.mark.slow)])
 def test_resuming_from_a_checkpoint_gives_the_uninterrupted_dataset(cfg, resume_from, tmp_path):
     """From every checkpoint of a chain in two chunks of lanes (the last one padded); from
     the student's first generation of an LM chain whose student is smaller (its state has
@@ -222,6 +223,7 @@ def test_a_resume_with_another_config_is_refused_in_one_line(tmp_path):
     assert out.returncode == 0 and (run_dir / "results.nc").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_reruns_only_what_it_had_left(tmp_path):
     """Job 0 finished, job 1 killed mid-chain: the rerun skips job 0 and resumes job 1."""
     sweep = ("-m", *[a for a in CHAIN if not a.startswith("mix")], "mix=replace,accumulate")

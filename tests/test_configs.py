@@ -40,7 +40,12 @@ OFF_BY_DEFAULT = {"digits": {"group_accuracy_gap", "demographic_parity_gap",
                              "equalized_odds_gap", "subliminal_accuracy"}}
 
 
-@pytest.mark.parametrize("world,mix", CASES)
+SLOW_CASES = {("markov_lm", "accumulate"), ("text", "replace")}  # pytest -m slow
+
+
+@pytest.mark.parametrize("world,mix", [
+    pytest.param(*case, marks=pytest.mark.slow) if case in SLOW_CASES else case
+    for case in CASES])
 def test_world_and_mix_compose_and_run(world, mix, tmp_path):
     overrides = [f"world={world}", f"mix={mix}", *TINY]
     if world in ("digits", *LM_WORLDS):

@@ -119,7 +119,7 @@ TINY_LM = Config(world=MarkovLMConfig(n_samples=32, seq_len=8, vocab_size=8, wid
 
 @pytest.mark.parametrize("base,key,values,alone", [
     (DIGITS, "noise_scale", [0.0, 3.0], [0.0, 3.0]),
-    (TINY_LM, "delta", [0.0, 4.0], [4.0]),
+    pytest.param(TINY_LM, "delta", [0.0, 4.0], [4.0], marks=pytest.mark.slow),
 ])
 def test_a_swept_defense_strength_equals_each_point_run_alone(base, key, values, alone):
     grid = _run(dataclasses.replace(base, grid=GridConfig(defense=DefenseGrid(

@@ -77,7 +77,8 @@ print(json.dumps([ds.attrs["device_count"], ds.w2_to_truth.values.tolist()]))
 
 
 def test_lanes_shard_across_devices_with_identical_results():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    flags = os.environ.get("XLA_FLAGS", "")  # the suite's (conftest.py), for equal numbers
+    env = {**os.environ, "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=2",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True,
                          text=True, timeout=300)

@@ -98,6 +98,7 @@ def overlap(probes) -> bool:
     return max(p["start"] for p in probes) < min(p["end"] for p in probes)
 
 
+@pytest.mark.slow  # processes (and a Ray cluster): python -m pytest -m slow
 def test_joblib_runs_jobs_in_parallel_with_the_cpus_split(tmp_path, sequential):
     ds, probes = sweep(tmp_path, PROBE, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                        "+hydra.job.env_set.XLA_PYTHON_CLIENT_MEM_FRACTION=0.2")
@@ -109,6 +110,7 @@ def test_joblib_runs_jobs_in_parallel_with_the_cpus_split(tmp_path, sequential):
     assert [p["XLA_PYTHON_CLIENT_MEM_FRACTION"] for p in probes] == ["0.2"] * 2
 
 
+@pytest.mark.slow  # processes (and a Ray cluster): python -m pytest -m slow
 def test_submitit_local_runs_each_job_in_a_process(tmp_path, sequential):
     ds, probes = sweep(tmp_path, PROBE, "hydra/launcher=submitit_local",
                        "hydra.launcher.timeout_min=5")
@@ -155,6 +157,7 @@ def ray_cluster(tmp_path):
             pass
 
 
+@pytest.mark.slow  # processes (and a Ray cluster): python -m pytest -m slow
 def test_ray_runs_jobs_as_tasks_on_a_cluster(tmp_path, sequential, ray_cluster):
     ds, probes = sweep(tmp_path, PROBE, "hydra/launcher=ray",
                        f"hydra.launcher.address={ray_cluster}")
