@@ -234,7 +234,8 @@ def high_water_bytes(device: jax.Device) -> int:
 
 
 class Costs(NamedTuple):
-    """What each generation cost, over all chunks: wall seconds (compiling included) and
+    """What each generation cost, over all chunks: wall seconds (compiling included:
+    generation 0's holds the compiling of every program, done at once before it runs) and
     the memory high-water mark at its end (``high_water_bytes``), shape (G + 1,)."""
 
     wall_time_s: np.ndarray
@@ -319,7 +320,7 @@ def run_lanes(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], generations:
             programs = _Programs(chain, strategy, batch_size, resume.chunk_size)
         else:
             programs = plan_chunk(chain, keys_L, dyn_L, cfg, strategy, batch_size, generations)
-            costs.wall_time_s[1 if generations else 0] += time.perf_counter() - planning
+            costs.wall_time_s[0] += time.perf_counter() - planning  # compiles every program
         chunk = programs.chunk
         starts = range(0, lanes, chunk)
         with tqdm(total=len(starts) * (generations + 1), unit="gen", leave=False,
