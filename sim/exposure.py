@@ -76,6 +76,13 @@ class ExposureConfig:
     temperature: float = 1.0  # topk_logprobs: the API's temperature before it reports
 
 
+# The defenses that act on the text a teacher samples (LM worlds only), and why.
+TEXT_DEFENSES = {
+    Defense.watermark: "the watermark marks text",
+    Defense.antidistillation: "antidistillation sampling shifts how the teacher samples text",
+}
+
+
 @dataclass(frozen=True)
 class DefenseConfig:
     kind: Defense = Defense.none
@@ -124,14 +131,11 @@ def validate(exposure: ExposureConfig, defense: DefenseConfig, objective: Object
             "an integer >= 0 (0 = every teacher defends)")
     require(defense.teachers == 0 or text, "defense.teachers", defense.teachers,
             f"0 in the world {world!r} (only the LM worlds count their teachers)")
-    if defense.kind is Defense.watermark:
+    if defense.kind in TEXT_DEFENSES:
         require(text, "defense.kind", defense.kind,
-                f"none or logit_noise in the world {world!r}: the watermark marks text "
+                f"none or logit_noise in the world {world!r}: {TEXT_DEFENSES[defense.kind]} "
                 "(only the LM worlds markov_lm and text)")
     if defense.kind is Defense.antidistillation:
-        require(text, "defense.kind", defense.kind,
-                f"none or logit_noise in the world {world!r}: antidistillation sampling "
-                "shifts how the teacher samples text (only the LM worlds markov_lm and text)")
         check_proxy(defense)
     allowed = ALLOWED[exposure.regime]
     require(objective in allowed, "distill.objective", objective,

@@ -132,10 +132,8 @@ class Mix:
 
     def real_fraction(self, generation: Array, dyn: Dyn) -> Array:
         """r_g, the share of generation g's rows that are fresh real data (``fresh``)."""
-        if self.schedule:
-            return jnp.asarray(self.schedule, jnp.float32)[generation - 1]
-        decay = dyn.get("mix.real_fraction_decay", 1.0)
-        return dyn["mix.real_fraction"] * decay ** (generation - 1)
+        return real_fraction_at(generation, self.schedule, dyn["mix.real_fraction"],
+                                dyn.get("mix.real_fraction_decay", 1.0))
 
     def __call__(self, state: Any, key: Array, generation: Array, real: Optional[Data],
                  synthetic: Data, dyn: Dyn, synthetic_weights_N: Optional[Array] = None
@@ -172,6 +170,15 @@ class Mix:
         return state_out, pool, chosen_P.astype(jnp.float32)
 
 
+def real_fraction_at(generation: Array | int, schedule: tuple[float, ...],
+                     fraction: Array | float, decay: Array | float) -> Array:
+    """r_g in float32: the schedule's g-th entry, else fraction * decay^(g - 1) (traced in
+    the chain, on the host in ``check_fresh_counts``, so both round the same numbers)."""
+    if schedule:
+        return jnp.asarray(schedule, jnp.float32)[generation - 1]
+    return jnp.float32(fraction) * jnp.float32(decay) ** (generation - 1)
+
+
 def validate(cfg: MixConfig) -> None:
     """One-line errors for the traced settings (each point of a grid is checked)."""
     require(0.0 <= cfg.real_fraction <= 1.0, "mix.real_fraction", cfg.real_fraction,
@@ -200,19 +207,15 @@ def validate_schedule(cfg: MixConfig, generations: int) -> None:
             "gives every generation's fraction)")
 
 
-def fewest_synthetic(cfg: MixConfig, min_rows: int) -> int:
-    """The fewest synthetic samples a generation may have: a fit under ``replace`` sees only
-    them, the other policies see real rows too (``fresh``: checked with its real share)."""
-    return min_rows if cfg.policy is MixPolicy.replace else 1
-
-
 def synthetic_counts(cfg: MixConfig, n_samples: int, generations: int, min_rows: int = 1
                      ) -> tuple[int, ...]:
     """Check the synthetic count settings and give n_g for g = 1..G (() = n each): one line
     naming the key where a count is negative, above the pool size n, below what a fit needs,
     or a schedule has the wrong length."""
     schedule = list(cfg.synthetic_schedule)
-    low = fewest_synthetic(cfg, min_rows)
+    # the fewest a generation may have: a fit under replace sees only them, the other
+    # policies see real rows too (fresh: checked with its real share, check_fresh_counts)
+    low = min_rows if cfg.policy is MixPolicy.replace else 1
     require(0.0 < cfg.synthetic_decay <= 1.0, "mix.synthetic_decay", cfg.synthetic_decay,
             "a factor in (0, 1] (1 = world.n_samples synthetic samples every generation)")
     require(not schedule or cfg.synthetic_decay == 1.0, "mix.synthetic_decay",
@@ -245,12 +248,10 @@ def check_fresh_counts(cfg: MixConfig, counts: tuple[int, ...], n_samples: int,
         return
     key = "mix.synthetic_schedule" if cfg.synthetic_schedule else "mix.synthetic_decay"
     value = list(cfg.synthetic_schedule) if cfg.synthetic_schedule else cfg.synthetic_decay
-    for g, count in enumerate(counts, start=1):
-        if cfg.real_fraction_schedule:
-            r = cfg.real_fraction_schedule[g - 1]
-        else:
-            r = cfg.real_fraction * cfg.real_fraction_decay ** (g - 1)
-        real = int(np.round(np.float32(r) * n_samples))
+    reals = np.asarray(jnp.round(n_samples * real_fraction_at(
+        jnp.arange(1, len(counts) + 1), cfg.real_fraction_schedule, cfg.real_fraction,
+        cfg.real_fraction_decay))).astype(int)
+    for g, (real, count) in enumerate(zip(reals, counts), start=1):
         require(min_rows <= real + count <= n_samples, key, value,
                 f"counts that with the real rows fill at most the world.n_samples="
                 f"{n_samples} slots and at least {min_rows} (mix=fresh); generation {g} has "
