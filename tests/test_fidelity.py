@@ -22,6 +22,21 @@ def test_by_hand_on_a_line():
     assert float(got.coverage) == 0.5  # the balls of 0 and 1 hold a fake point
 
 
+def test_balls_are_closed_and_k_defaults_to_five():
+    """A point at exactly a radius is inside the ball (Naeem et al. 2020: <=). Fake equal to
+    real: each real ball holds its centre and its k nearest neighbours, so density is
+    (k + 1) / k; with k = 5 by default. Real points at distance 1 of a fake ball's edge
+    only: recall 1 with closed balls."""
+    rng = np.random.default_rng(2)
+    real = jnp.asarray(rng.standard_normal((30, 3)), jnp.float32)
+    assert float(precision_recall_density_coverage(real, real).density) == pytest.approx(
+        6 / 5)
+    line = jnp.array([[0.0], [1.0], [2.0]])  # k = 1: every fake radius is 1
+    got = prdc(jnp.array([[-1.0], [3.0], [1.0]]), line, k=1)
+    assert float(got.recall) == 1.0  # -1 and 3 lie on the balls of 0 and 2
+    assert float(got.precision) == 1.0
+
+
 def test_two_samples_of_one_law():
     """Density about 1 and coverage about 1 - 2^-k (Naeem et al. 2020, for M = N)."""
     rng = np.random.default_rng(0)

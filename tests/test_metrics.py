@@ -31,6 +31,7 @@ def test_hand_computed_ngram_statistics():
     tokens = jnp.array([[0, 0, 1, 1]])
     np.testing.assert_allclose(ngram_entropy(tokens, 1), np.log(2), rtol=1e-6)
     np.testing.assert_allclose(ngram_entropy(tokens, 2), np.log(3), rtol=1e-6)
+    np.testing.assert_allclose(ngram_entropy(tokens), np.log(2), rtol=1e-6)  # unigrams
     assert float(distinct_n(jnp.array([[0, 0, 0, 0]]), 1)) == 0.25
     assert float(distinct_n(jnp.array([[0, 0, 0, 0]]), 2)) == pytest.approx(1 / 3)
     # n-grams never cross sequences: [0 1] [1 0] has bigrams (0,1), (1,0) only
@@ -101,10 +102,14 @@ def test_distribution_helpers_by_hand():
     p = jnp.array([0.1, 0.2, 0.3, 0.4])
     order = jnp.array([3, 2, 1, 0])  # reference: outcome 3 most frequent
     np.testing.assert_allclose(tail_mass(p, order, 2), 0.3, rtol=1e-6)
+    batch = jnp.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.25, 0.25, 0.5]])
+    np.testing.assert_allclose(tail_mass(batch, jnp.array([2, 0, 1]), 1), [1, 1, 0.5])
+    np.testing.assert_allclose(entropy(batch), [np.log(2), 0, 1.5 * np.log(2)], rtol=1e-6)
     np.testing.assert_allclose(empirical(jnp.array([[0, 1], [1, 1]]), 3), [0.25, 0.75, 0])
     assert float(kl(jnp.array([0.5, 0.5]), jnp.array([1.0, 0.0]))) == np.inf
     support = jnp.array([True, True, True, False])
     assert float(support_coverage(jnp.array([[0, 0, 3]]), support)) == pytest.approx(1 / 3)
+    assert float(support_coverage(jnp.array([[2]]), jnp.arange(4) == 2)) == 1.0
 
 
 def test_vendi_extremes_and_orders():
@@ -179,6 +184,7 @@ def test_trait_rate_by_hand():
                             jnp.array([1]))) == 0.5
     assert np.isnan(trait_rate(jnp.array([[0, 0, 0]]), trigger, continuation))
     assert np.isnan(trait_rate(jnp.array([[1, 2]]), trigger, continuation))  # no room
+    assert float(trait_rate(jnp.array([[1, 2, 3]]), trigger, continuation)) == 1.0  # once
 
 
 @SETTINGS
@@ -207,6 +213,8 @@ def test_compression_ratio_is_raw_over_gzip_bytes_of_one_byte_a_token():
         512 / gzip_bytes(bytes(512)))
     assert compression_ratio(np.full((8, 64), 300, np.int32)) == np.float32(
         2048 / gzip_bytes(np.full(512, 300, "<u4").tobytes()))
+    assert compression_ratio(np.full((8, 64), 256, np.int32)) == np.float32(  # not a byte
+        2048 / gzip_bytes(np.full(512, 256, "<u4").tobytes()))
     assert compression_ratio(rng.integers(0, 256, (8, 64)).astype(np.int32)) == np.float32(
         512 / 535)
 
@@ -245,6 +253,52 @@ def test_ece_and_gaps_are_bounded(raw, labels):
         assert -1e-6 <= float(value) <= 1 + 1e-6
 
 
+def _classification_reference(probs, labels, group, bins):
+    """Loop-by-loop numpy versions of the classification metrics (definitions as in the
+    module docstrings), for random inputs where no by-hand value exists."""
+    pred, conf = probs.argmax(1), probs.max(1)
+    correct = pred == labels
+    edges = np.linspace(0, 1, bins + 1)
+    ece = sum(abs(correct[m].sum() - conf[m].sum()) / len(probs)
+              for lo, hi in zip(edges[:-1], edges[1:])
+              for m in [(conf > lo) & (conf <= hi)] if m.any())
+
+    def rate(hit, member):
+        return hit[member].mean() if member.any() else np.nan
+
+    def gap(hit, member):
+        return abs(rate(hit, member & group) - rate(hit, member & ~group))
+
+    classes = range(probs.shape[1])
+    parity = np.nanmax([gap(pred == c, np.ones_like(group)) for c in classes])
+    odds = np.nanmax([np.fmax(gap(pred == c, labels == c), gap(pred == c, labels != c))
+                      for c in classes])
+    return ece, gap(correct, np.ones_like(group)), parity, odds
+
+
+@SETTINGS
+@given(st.integers(2, 12), st.integers(1, 20), st.integers(0, 2**31 - 1))
+def test_classification_metrics_match_a_numpy_reference(classes, bins, seed):
+    """Random probabilities (some nearly uniform, so confidences reach the lowest bins),
+    labels and groups: ECE at any bin count and the default 15, the accuracy gap, and both
+    halves of the equalized-odds gap (either may be the larger) against loops."""
+    from sim.metrics.classification import (demographic_parity_gap, ece, equalized_odds_gap,
+                                            group_accuracy_gap)
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(40, classes)) * rng.choice([0.05, 3.0], (40, 1))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = np.where(rng.random(40) < 0.5, probs.argmax(1), rng.integers(0, classes, 40))
+    group = rng.random(40) < 0.4
+    args = jnp.asarray(probs, jnp.float32), jnp.asarray(labels), jnp.asarray(group)
+    want = _classification_reference(probs.astype(np.float32), labels, group, bins)
+    got = (ece(args[0], args[1], bins), group_accuracy_gap(*args),
+           demographic_parity_gap(args[0], args[2]), equalized_odds_gap(*args))
+    np.testing.assert_allclose(np.array(got, np.float64), want, atol=1e-5)
+    np.testing.assert_allclose(
+        ece(args[0], args[1]),
+        _classification_reference(probs.astype(np.float32), labels, group, 15)[0], atol=1e-5)
+
+
 def test_retention_and_cost_reduction_by_hand():
     from sim.metrics.retention import retention_metrics
     metrics = {"accuracy": np.array([[0.8, 0.5], [0.4, 0.5]]),
@@ -255,8 +309,12 @@ def test_retention_and_cost_reduction_by_hand():
     np.testing.assert_allclose(out["cost_reduction"], [[0, 0], [0.75, 0]])
     out = retention_metrics(metrics, "nll_real", "likelihood")
     np.testing.assert_allclose(out["retention"], [[1, 1], [np.exp(-0.5), 1]], rtol=1e-6)
-    with pytest.raises(ValueError):
+    assert all(v.dtype == np.float32 for v in out.values())
+    with pytest.raises(ValueError, match="retention kind 'percent': ratio or likelihood"):
         retention_metrics(metrics, "accuracy", "percent")
+    from sim.metrics.retention import relative_to_start
+    with pytest.raises(ValueError, match="relative kind 'percent': one of ratio, likelihood"):
+        relative_to_start(metrics["accuracy"], "percent")
 
 
 def test_relative_metrics_by_hand():

@@ -32,7 +32,6 @@ def ece(probs_NxC: Array, labels_N: Array, bins: int = 15) -> Array:
     confidence_N = jnp.max(probs_NxC, -1)
     correct_N = (jnp.argmax(probs_NxC, -1) == labels_N).astype(jnp.float32)
     bin_N = jnp.clip(jnp.ceil(confidence_N * bins).astype(jnp.int32) - 1, 0, bins - 1)
-    count_B = jax.ops.segment_sum(jnp.ones_like(confidence_N), bin_N, bins)
     gap_B = jax.ops.segment_sum(correct_N - confidence_N, bin_N, bins)
     return jnp.sum(jnp.abs(gap_B)) / confidence_N.shape[0]
 

@@ -57,8 +57,7 @@ def retention_metrics(metrics: Mapping[str, np.ndarray], quality: str,
     ``cost_reduction`` where ``train_flops`` is recorded; arrays (G + 1, lanes)."""
     if kind not in ("ratio", "likelihood"):
         raise ValueError(f"retention kind {kind!r}: ratio or likelihood")
-    relative = {"retention": Relative(quality, kind, RETENTION_INFO["retention"])}
+    out = {"retention": relative_to_start(metrics[quality], kind)}
     if "train_flops" in metrics:
-        relative["cost_reduction"] = Relative("train_flops", "saving",
-                                              RETENTION_INFO["cost_reduction"])
-    return relative_metrics(metrics, relative)
+        out["cost_reduction"] = relative_to_start(metrics["train_flops"], "saving")
+    return out
