@@ -130,6 +130,24 @@ def test_vendi_is_bounded_and_order_free(x):
     np.testing.assert_allclose(vendi(jnp.asarray(x[::-1], jnp.float32)), value, rtol=1e-3)
 
 
+@pytest.mark.parametrize("shape", [(5, 8), (9, 4)])  # K from X X' and from X' X
+def test_vendi_matches_a_numpy_reference(shape):
+    """Rows of any length (one of them 0) are normalised before the cosine kernel; orders
+    0 (rank), 1/2, 1, 2 and inf of the eigenvalues of K / N, in float64 numpy."""
+    rng = np.random.default_rng(shape[0])
+    x = rng.standard_normal(shape) * rng.uniform(0.1, 10, (shape[0], 1))
+    x[1] = 0.0
+    unit = x / np.where(np.linalg.norm(x, axis=1, keepdims=True) > 0,
+                        np.linalg.norm(x, axis=1, keepdims=True), 1)
+    lam = np.clip(np.linalg.eigvalsh(unit @ unit.T / shape[0]), 0, None)
+    lam = lam[lam > 1e-5] / lam[lam > 1e-5].sum()
+    want = {0.0: len(lam), 0.5: np.sum(lam**0.5) ** 2, 1.0: np.exp(-np.sum(lam * np.log(lam))),
+            2.0: 1 / np.sum(lam**2), np.inf: 1 / lam.max()}
+    for q, value in want.items():
+        np.testing.assert_allclose(vendi_score(jnp.asarray(x, jnp.float32), q), value,
+                                   rtol=1e-4, err_msg=f"q = {q}")
+
+
 def test_bag_of_ngrams_counts_exactly():
     # columns: the sample's distinct n-grams in lexicographic order, then zeros
     np.testing.assert_allclose(bag_of_ngrams(jnp.array([[0, 2, 2]])), [[1, 2, 0]])

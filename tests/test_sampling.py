@@ -112,7 +112,8 @@ _jit_probs = jax.jit(sampling.probabilities, static_argnums=2)
 
 
 @pytest.mark.parametrize("kw", [dict(temperature=1.3, top_k=3),
-                                dict(temperature=0.8, top_p=0.9, min_p=0.1)])
+                                dict(temperature=0.8, top_p=0.9, min_p=0.1),
+                                dict(min_p=0.3)])  # keeps 3 of 6; defaults elsewhere
 def test_sampling_frequencies_match(kw: dict) -> None:
     logits = jnp.array([1.0, 0.5, 0.0, -0.5, -1.0, -3.0])
     n = 40_000
@@ -122,6 +123,18 @@ def test_sampling_frequencies_match(kw: dict) -> None:
     se = np.sqrt(p * (1 - p) / n)
     assert np.all(np.abs(freq - p) <= 4 * se + 1e-12), (freq, p)
     assert np.all(freq[p == 0] == 0)
+
+
+def test_sample_at_inverts_the_cdf_in_any_leading_shape() -> None:
+    """u = 0 skips a leading token of probability 0; u past the first token's mass takes
+    the last; rows of a 2 x 3 batch each use their own u; defaults switch every filter off
+    (top_k = 1 or min_p = 1 would keep token 1 only)."""
+    x = jnp.broadcast_to(jnp.log(jnp.array([0.0, 0.6, 0.0, 0.4])), (2, 3, 4))
+    u = jnp.array([[0.0, 0.25, 0.59], [0.61, 0.75, 0.9999]])
+    want = [[1, 1, 1], [3, 3, 3]]
+    np.testing.assert_array_equal(sampling.sample_at(u, x), want)
+    np.testing.assert_array_equal(sampling.sample_at(u, x, 1.0, 0, 1.0, 0.0), want)
+    assert sampling.sample(jax.random.key(0), x).shape == (2, 3)
 
 
 _jit_sample = jax.jit(sampling.sample, static_argnums=3)
