@@ -12,12 +12,3 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_backend_optimization_level=0").strip()
 
-
-def pytest_sessionstart(session):
-    """Under `mutmut run`, each pytest session (the stats pass, the clean run, each mutant's
-    run in a forked child) starts from empty JAX caches, so no jitted function reuses a
-    trace made while another mutant, or none, was switched on."""
-    if "MUTANT_UNDER_TEST" in os.environ:
-        import jax
-
-        jax.clear_caches()

@@ -92,6 +92,9 @@ def test_real_fraction_schedules_and_decay():
     for g, expected in zip(range(1, G + 1), (8, 4, 2, 1)):  # 0.8 * 0.5^(g - 1) * 10
         _, data, _ = decaying((), jax.random.key(g), jnp.asarray(g), real, synthetic, dyn)
         assert int((data["label"] == 0).sum()) == expected
+    constant = {"mix.real_fraction": jnp.float32(0.8)}  # no decay given: none
+    assert [float(decaying.real_fraction(jnp.asarray(g), constant))
+            for g in range(1, G + 1)] == [np.float32(0.8)] * G
 
 
 def test_a_decay_and_its_schedule_give_the_same_chain():

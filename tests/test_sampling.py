@@ -125,6 +125,16 @@ def test_sampling_frequencies_match(kw: dict) -> None:
     assert np.all(freq[p == 0] == 0)
 
 
+def test_contrast_weighs_a_log_probability_difference_per_row() -> None:
+    plus = jnp.log(jnp.array([[0.5, 0.5], [0.5, 0.5]])) + 3.0  # shifted: log-softmax undoes
+    minus = jnp.log(jnp.array([[0.25, 0.75], [0.75, 0.25]]))
+    want = np.array([[2.0], [0.5]]) * np.log([[2.0, 2 / 3], [2 / 3, 2.0]])
+    np.testing.assert_allclose(sampling.contrast(plus, minus, jnp.array([2.0, 0.5])), want,
+                               rtol=1e-6)
+    np.testing.assert_allclose(sampling.contrast(plus, minus, 2.0), 2 * np.log(
+        [[2.0, 2 / 3], [2 / 3, 2.0]]), rtol=1e-6)
+
+
 def test_sample_at_inverts_the_cdf_in_any_leading_shape() -> None:
     """u = 0 skips a leading token of probability 0; u past the first token's mass takes
     the last; rows of a 2 x 3 batch each use their own u; defaults switch every filter off
