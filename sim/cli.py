@@ -5,7 +5,8 @@ Hydra made for it, so nothing half-written stays under ``runs/``. A run director
 already holds a checkpoint resumes from it (``sim.checkpoint``), and one that holds a
 finished ``results.nc`` is skipped (a multirun rerun with the same ``hydra.sweep.dir`` runs
 only the jobs that have not finished); either must have been made with the same config.
-Ctrl-C leaves the last checkpoint and prints the command that resumes the run.
+Ctrl-C (exit 130) or SIGTERM, as a scheduler sends before it stops a job (exit 143),
+leaves the last checkpoint and prints the command that resumes the run.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from __future__ import annotations
 import logging
 import shlex
 import shutil
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -94,6 +98,28 @@ def _resume_command(out_dir: Path) -> str:
                        f"hydra.run.dir={out_dir}"])
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is (as Ctrl-C raises KeyboardInterrupt)."""
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While the chain runs, SIGTERM stops it as Ctrl-C does (Python's default would exit
+    without a word); signal handlers can only be set from the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _fail(error: ConfigError) -> None:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
@@ -134,15 +160,15 @@ def _run(cfg: DictConfig, out_dir: Path) -> None:
     if built.cfg.checkpoint.enabled:
         save = checkpoint.Writer(out_dir, config_yaml, built.cfg.checkpoint.interval_s)
     try:
-        ds = experiment.run(built, swept_values(cfg), config_yaml,
-                            claim.saved, save)
-    except KeyboardInterrupt:
+        with _sigterm_interrupts():
+            ds = experiment.run(built, swept_values(cfg), config_yaml, claim.saved, save)
+    except KeyboardInterrupt as interrupt:
         if not (out_dir / checkpoint.DIRECTORY / checkpoint.FILE).exists():
             print("interrupted before its first checkpoint: nothing to resume",
                   file=sys.stderr)
         else:
             print(f"interrupted; resume with: {_resume_command(out_dir)}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + (signal.SIGTERM if isinstance(interrupt, _Terminated) else signal.SIGINT))
     path = write_atomic(ds, results)
     if not built.cfg.checkpoint.keep:
         checkpoint.remove(out_dir)

@@ -178,7 +178,8 @@ def uninterrupted(tmp_path_factory) -> xr.Dataset:
     return xr.load_dataset(cwd / "run" / "results.nc")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl_c"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM],
+                         ids=["sigkill", "ctrl_c", "sigterm"])
 def test_an_interrupted_run_resumes_to_the_uninterrupted_dataset(tmp_path, uninterrupted, sig):
     run_dir = tmp_path / "run"
     out = interrupt(tmp_path, run_dir, sig, *CHAIN)
@@ -188,8 +189,8 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_dataset(tmp_path, unint
     saved = checkpoint.load(run_dir)[1]
     stopped = saved.generation
     assert 1 <= stopped < 400
-    if sig == signal.SIGINT:  # a clean exit, one line saying how to resume
-        assert out.returncode == 130
+    if sig != signal.SIGKILL:  # a clean exit, one line saying how to resume
+        assert out.returncode == 128 + sig
         [line] = out.stderr.strip().splitlines()
         assert line.startswith("interrupted; resume with: python -m sim world=gaussian")
         assert line.endswith(f"hydra.run.dir={run_dir}")
