@@ -78,6 +78,8 @@ def test_make_mix_rejects_bad_values():
         make_mix(MixConfig(policy=MixPolicy.accumulate_subsample, subsample_size=2), N, G,
                  min_rows=3)
     assert make_mix(MixConfig(), N, G).subsample_size == N
+    for edge in (0.0, 1.0):  # both ends of [0, 1] are allowed
+        make_mix(MixConfig(policy=MixPolicy.fresh, real_fraction=edge), N, G)
 
 
 def test_real_fraction_schedules_and_decay():
@@ -110,6 +112,11 @@ def test_schedules_are_checked_in_one_line():
     with pytest.raises(ConfigError, match=r"^mix.real_fraction_schedule=\[0.5, 0.1\] is not "
                        r"allowed: one fraction in \[0, 1\] per generation 1..4 \(4 values\)"):
         make_mix(MixConfig(policy=MixPolicy.fresh, real_fraction_schedule=(0.5, 0.1)), N, G)
+    with pytest.raises(ConfigError,
+                       match=r"^mix.real_fraction_schedule=\[1, 1.5, 1, 1\] is not allowed"):
+        make_mix(MixConfig(policy=MixPolicy.fresh, real_fraction_schedule=(1, 1.5, 1, 1)), N, G)
+    assert make_mix(MixConfig(policy=MixPolicy.fresh, real_fraction_schedule=(0, 1, 0, 1)),
+                    N, G).schedule == (0.0, 1.0, 0.0, 1.0)  # both ends allowed
     with pytest.raises(ConfigError, match=r"^mix.real_fraction_schedule=.* only with mix=fresh"):
         make_mix(MixConfig(policy=MixPolicy.replace, real_fraction_schedule=(0.5,) * G), N, G)
     with pytest.raises(ConfigError, match=r"^mix.real_fraction_decay=1.5 is not allowed"):

@@ -23,6 +23,16 @@ def test_identity_when_off() -> None:
     np.testing.assert_allclose(probs(), P4, atol=1e-6)
     out = sampling.transform_logits(LOGITS4, 1.0, 0, 1.0, 0.0)
     np.testing.assert_allclose(out, np.log(P4), atol=1e-6)
+    # the defaults are off, also where the filters run traced (no static shortcut)
+    np.testing.assert_allclose(sampling.transform_logits(LOGITS4), np.log(P4), atol=1e-6)
+    assert bool(jnp.all(sampling.keep_mask(LOGITS4, top_p=jnp.asarray(1.0))))
+    assert bool(jnp.all(sampling.keep_mask(LOGITS4, min_p=jnp.asarray(0.0))))
+
+
+@pytest.mark.parametrize("top_k", [-1, 2.0, jnp.asarray(2)])
+def test_top_k_must_be_a_static_int_of_at_least_zero(top_k) -> None:
+    with pytest.raises(ValueError, match="top_k must be a static int >= 0"):
+        sampling.keep_mask(LOGITS4, top_k=top_k)
 
 
 def test_temperature() -> None:
@@ -52,6 +62,9 @@ def test_top_p_smallest_set_with_enough_mass() -> None:
 def test_top_p_one_is_exactly_off_even_for_tiny_tail() -> None:
     logits = jnp.array([30.0, 0.0, -5.0, -80.0])  # tail mass rounds to 0 in float32
     keep = sampling.keep_mask(logits, 1.0, 0, 1.0, 0.0)
+    assert bool(jnp.all(keep))
+    # traced (a lane's setting): the mass before the last token rounds to 1 >= top_p
+    keep = sampling.keep_mask(logits, 1.0, 0, jnp.asarray(1.0), 0.0)
     assert bool(jnp.all(keep))
 
 
