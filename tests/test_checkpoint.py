@@ -155,16 +155,24 @@ def _checkpointed_generation(run_dir: Path) -> int:
 
 def interrupt(cwd: Path, run_dir: Path, sig: int, *args: str) -> subprocess.CompletedProcess:
     """Start ``python -m sim ARGS`` (with ``hydra.run.dir=run_dir`` unless a multirun), send
-    ``sig`` once ``run_dir`` has a checkpoint of generation >= 1."""
+    ``sig`` once ``run_dir`` has a checkpoint of generation >= 1 (the process is stopped
+    while that is checked, so it cannot end first)."""
     where = () if "-m" in args else (f"hydra.run.dir={run_dir}",)
     process = subprocess.Popen([sys.executable, "-m", "sim", *args, *where], cwd=cwd,
                                env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     deadline = time.monotonic() + 120
-    while _checkpointed_generation(run_dir) < 1 and process.poll() is None:
+    while process.poll() is None:
         assert time.monotonic() < deadline
+        if (run_dir / checkpoint.DIRECTORY / checkpoint.FILE).exists():
+            # stopped while its checkpoint is read: a fast chain cannot finish meanwhile
+            process.send_signal(signal.SIGSTOP)
+            if _checkpointed_generation(run_dir) >= 1:
+                break
+            process.send_signal(signal.SIGCONT)
         time.sleep(0.005)
     process.send_signal(sig)
+    process.send_signal(signal.SIGCONT)  # a stopped process takes the signal as it resumes
     out, err = process.communicate(timeout=60)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
