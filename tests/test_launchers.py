@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +56,15 @@ class Probe(Callback):
                                    "end": time.time(), **self.env}))
 
 
+RAY_TOKEN = uuid.uuid4().hex  # this test session's cluster's
+
+
 def environment() -> dict:
     path = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
     env = {**os.environ, "PYTHONPATH": path, "HYDRA_FULL_ERROR": "1",
-           "RAY_AUTH_MODE": "token"}  # Ray's default: ray start makes ~/.ray/auth_token
+           # Ray's token authentication, with the token given to the head and the clients
+           # (ray 2.60's `ray start` no longer writes ~/.ray/auth_token by itself)
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": RAY_TOKEN}
     for key in ("PJRT_NPROC", "XLA_PYTHON_CLIENT_MEM_FRACTION"):
         env.pop(key, None)
     return env
