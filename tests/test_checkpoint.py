@@ -155,24 +155,22 @@ def _checkpointed_generation(run_dir: Path) -> int:
 
 def interrupt(cwd: Path, run_dir: Path, sig: int, *args: str) -> subprocess.CompletedProcess:
     """Start ``python -m sim ARGS`` (with ``hydra.run.dir=run_dir`` unless a multirun), send
-    ``sig`` once ``run_dir`` has a checkpoint of generation >= 1 (the process is stopped
-    while that is checked, so it cannot end first)."""
+    ``sig`` once ``run_dir`` has a checkpoint of generation >= 1. It starts with Ctrl-C's
+    default handling even where this process ignores SIGINT (as a shell's background job
+    does, and its children inherit)."""
     where = () if "-m" in args else (f"hydra.run.dir={run_dir}",)
-    process = subprocess.Popen([sys.executable, "-m", "sim", *args, *where], cwd=cwd,
-                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # not inherited
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "sim", *args, *where], cwd=cwd,
+                                   env=_env(), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     deadline = time.monotonic() + 120
-    while process.poll() is None:
+    while _checkpointed_generation(run_dir) < 1 and process.poll() is None:
         assert time.monotonic() < deadline
-        if (run_dir / checkpoint.DIRECTORY / checkpoint.FILE).exists():
-            # stopped while its checkpoint is read: a fast chain cannot finish meanwhile
-            process.send_signal(signal.SIGSTOP)
-            if _checkpointed_generation(run_dir) >= 1:
-                break
-            process.send_signal(signal.SIGCONT)
         time.sleep(0.005)
     process.send_signal(sig)
-    process.send_signal(signal.SIGCONT)  # a stopped process takes the signal as it resumes
     out, err = process.communicate(timeout=60)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
