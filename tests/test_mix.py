@@ -119,6 +119,10 @@ def test_schedules_are_checked_in_one_line():
                     N, G).schedule == (0.0, 1.0, 0.0, 1.0)  # both ends allowed
     with pytest.raises(ConfigError, match=r"^mix.real_fraction_schedule=.* only with mix=fresh"):
         make_mix(MixConfig(policy=MixPolicy.replace, real_fraction_schedule=(0.5,) * G), N, G)
+    with pytest.raises(ConfigError, match=r"^mix.real_fraction_decay=0.5 is not allowed: only "
+                       r"1.0 with a mix.real_fraction_schedule"):
+        make_mix(MixConfig(policy=MixPolicy.fresh, real_fraction_schedule=(0.5,) * G,
+                           real_fraction_decay=0.5), N, G)
     with pytest.raises(ConfigError, match=r"^mix.real_fraction_decay=1.5 is not allowed"):
         make_mix(MixConfig(policy=MixPolicy.fresh, real_fraction_decay=1.5), N, G)
 
@@ -173,6 +177,9 @@ GAUSSIAN = Config(world=GaussianConfig(n_samples=20), generations=3, seeds=3, pr
     (MixConfig(policy=MixPolicy.fresh, real_fraction=0.5, synthetic_schedule=(10, 11, 5)),
      r"mix.synthetic_schedule=\[10, 11, 5\] is not allowed: counts that with the real rows "
      r"fill at most the world.n_samples=20 slots .* generation 2 has 10 real and 11"),
+    (MixConfig(policy=MixPolicy.fresh, real_fraction=0.5, synthetic_decay=0.9),
+     r"mix.synthetic_decay=0.9 is not allowed: counts that with the real rows fill at most "
+     r"the world.n_samples=20 slots .* generation 1 has 10 real and 20"),
 ])
 def test_synthetic_count_settings_are_refused_in_one_line_before_compute(mix, message):
     with pytest.raises(ConfigError, match="^" + message) as error:
