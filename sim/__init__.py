@@ -22,7 +22,7 @@ _FLAGS = {"--xla_cpu_use_xnnpack": "true",
           "--xla_gpu_experimental_enable_fusion_autotuner": "false"}
 
 
-def _jaxlib_at_least(major: int, minor: int) -> bool:
+def jaxlib_at_least(major: int, minor: int) -> bool:
     try:
         found = metadata.version("jaxlib").split(".")[:2]
         return (int(found[0]), int(found[1])) >= (major, minor)
@@ -30,7 +30,7 @@ def _jaxlib_at_least(major: int, minor: int) -> bool:
         return False
 
 
-if _jaxlib_at_least(0, 10):
+if jaxlib_at_least(0, 10):
     for _flag, _value in _FLAGS.items():
         if _flag not in os.environ.get("XLA_FLAGS", ""):
             _set = os.environ.get("XLA_FLAGS", "")

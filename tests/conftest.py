@@ -1,9 +1,10 @@
 import os
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import pytest
+
+from sim import jaxlib_at_least  # sets no backend: only XLA_FLAGS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/stats.py
 
@@ -17,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/stats.py
 # (python -m sim) inherit them. Each unless XLA_FLAGS sets it; the second only with jaxlib
 # 0.10 or newer, where it was measured (XLA aborts on a flag it does not know).
 _FAST_COMPILE = ["--xla_backend_optimization_level=0"]
-if tuple(int(part) for part in metadata.version("jaxlib").split(".")[:2]) >= (0, 10):
+if jaxlib_at_least(0, 10):
     _FAST_COMPILE.append("--xla_cpu_use_fusion_emitters=false")
 for _flag in _FAST_COMPILE:
     if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):

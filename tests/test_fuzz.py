@@ -67,16 +67,19 @@ def overrides(draw) -> tuple[list[str], set[str], set[str]]:
     return ["world=categorical", f"mix={mix}", "progress=false", *given], out_of_range, mistyped
 
 
-def compose_config(given: list[str], typed: bool = True):
+def compose_untyped(given: list[str]) -> DictConfig:
     register_configs()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        composed = compose("config", overrides=given)
-    return to_config(composed) if typed else composed
+        return compose("config", overrides=given)
+
+
+def compose_config(given: list[str]):
+    return to_config(compose_untyped(given))
 
 
 @functools.cache
 def _categorical(mix: str) -> DictConfig:
-    return compose_config(["world=categorical", f"mix={mix}"], typed=False)
+    return compose_untyped(["world=categorical", f"mix={mix}"])
 
 
 @settings(max_examples=5, deadline=None, derandomize=True)
