@@ -17,8 +17,11 @@ once), ``train_tokens_per_s`` and ``train_flops_per_s``
 sampling time), ``ceiling_flops_per_s`` (the best of several large float32 matmuls, timed
 here on the same backend), ``train_fraction_of_ceiling``, ``sample_tokens_per_s`` (a
 generation's sampling, ``n_samples`` sequences per lane, timed alone and warm on the same
-lanes), ``peak_memory_bytes`` and ``backend``. The persistent compilation cache is off, so
-compiling is timed as a first run pays it.
+lanes), ``peak_memory_bytes``, ``backend`` and ``steal_fraction`` (the share of the
+host's CPU time that its hypervisor gave to other machines while the workload ran, from
+Linux's ``/proc/stat``: a shared cloud host's noisy neighbours, which every wall-clock
+figure above includes). The persistent compilation cache is off, so compiling is timed as a
+first run pays it.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ GAUSSIAN = ("world=gaussian", "world.dim=10", "world.n_samples=100", "generation
             "seeds=10000")
 FIELDS = ("workload", "backend", "wall_s", "compile_s", "train_tokens_per_s",
           "train_flops_per_s", "ceiling_flops_per_s", "train_fraction_of_ceiling",
-          "sample_tokens_per_s", "peak_memory_bytes")
+          "sample_tokens_per_s", "peak_memory_bytes", "steal_fraction")
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
                   "/jax/core/compile/backend_compile_duration")
@@ -105,6 +108,26 @@ def matmul_ceiling(sizes: tuple[int, ...] = (2048, 3072, 4096), repeats: int = 5
         seconds = best_seconds(lambda: square(a_NxN).block_until_ready(), repeats)
         best = max(best, 2 * n**3 / seconds)
     return best
+
+
+def cpu_jiffies(stat: str | None = None) -> tuple[int, int] | None:
+    """(stolen, total) CPU time of the host so far, in clock ticks, from the first line of
+    ``/proc/stat`` (``stat``: its text); None where there is none (not Linux)."""
+    try:
+        stat = Path("/proc/stat").read_text() if stat is None else stat
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal (guest time is within user's)
+    ticks = [int(v) for v in stat.split("\n", 1)[0].split()[1:9]]
+    return ticks[7], sum(ticks)
+
+
+def steal_fraction(before: tuple[int, int] | None, after: tuple[int, int] | None
+                   ) -> float | None:
+    """The share of the CPU time between two ``cpu_jiffies`` readings that was stolen."""
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def merged(workload: tuple[str, ...], overrides: list[str]) -> list[str]:
@@ -244,8 +267,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE, as for python -m sim")
     parser.add_argument("--json", action="store_true", help="one JSON line per row")
     args = parser.parse_args(argv)
+    before = cpu_jiffies()
     ceiling = matmul_ceiling()
     rows = WORKLOADS[args.workload](args.overrides, ceiling)
+    stolen = steal_fraction(before, cpu_jiffies())
+    rows = [row | {"steal_fraction": stolen} for row in rows]
     if args.json:
         for row in rows:
             print(json.dumps(row))

@@ -31,3 +31,13 @@ def test_compile_seconds_count_overlapping_compiles_once(monkeypatch):
     monkeypatch.setattr(bench, "_compile_intervals", events)
     assert bench.compile_seconds(since=9.0) == 5.0 + 1.0  # 10-15 and 20-21
     assert bench.compile_seconds(since=12.5) == 2.5 + 1.0  # from 12.5 only
+
+
+def test_steal_is_the_stolen_share_of_the_cpu_time_between_two_readings():
+    before = bench.cpu_jiffies("cpu  100 0 50 800 0 0 0 50 0 0\ncpu0 1 2 3\n")
+    after = bench.cpu_jiffies("cpu  160 0 60 900 0 0 0 80 7 0\n")
+    assert before == (50, 1000) and after == (80, 1200)
+    assert bench.steal_fraction(before, after) == 30 / 200
+    assert bench.steal_fraction(None, after) is None and bench.steal_fraction(after, after) is None
+    stolen, total = bench.cpu_jiffies()  # this host's (Linux)
+    assert 0 <= stolen <= total

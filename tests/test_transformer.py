@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,6 +35,32 @@ def test_shapes_and_counts(params: dict) -> None:
     assert tf.train_flops_per_token(CFG) == 3 * tf.flops_per_token(CFG)
     with pytest.raises(ValueError):
         tf.TransformerConfig(vocab_size=5, context=4, layers=1, width=10, heads=3)
+
+
+def test_matmul_differentiates_as_autodiff_with_plain_products_only() -> None:
+    """Both gradients of ``tf.matmul`` equal autodiff's of ``x @ w`` (per lane under vmap
+    too), and no compiled product has a transposed right operand (the slow XNNPACK path
+    the custom rule avoids; autodiff's backward of ``x @ w`` has two)."""
+    x_LxBxTxI = jax.random.normal(jax.random.key(0), (2, 3, 5, 8))
+    w_LxIxO = jax.random.normal(jax.random.key(1), (2, 8, 6))
+
+    def grads(product):
+        loss = lambda x, w: jnp.sum(jnp.sin(product(x, w)))  # noqa: E731
+        return jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1))))
+
+    ours, autodiff = grads(tf.matmul), grads(lambda x, w: x @ w)
+    for got, want in zip(ours(x_LxBxTxI, w_LxIxO), autodiff(x_LxBxTxI, w_LxIxO)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+    def rhs_layouts(product) -> list[bool]:
+        """Per compiled product: whether its right operand contracts over its first
+        non-batch axis (plain) rather than its last (transposed)."""
+        hlo = grads(product).lower(x_LxBxTxI, w_LxIxO).compile().as_text()
+        dots = re.findall(r"rhs_batch_dims=\{([\d,]*)\}, rhs_contracting_dims=\{(\d)\}", hlo)
+        return [int(axis) == len(batch.split(",")) for batch, axis in dots]
+
+    assert rhs_layouts(tf.matmul) == [True] * 3
+    assert rhs_layouts(lambda x, w: x @ w).count(False) == 2  # what the rule is for
 
 
 def test_kv_cache_decode_matches_full_forward(params: dict) -> None:

@@ -14,6 +14,8 @@ under ``jax.vmap`` over a leading axis of the params and keys. Functions:
   other models (each with its own cache) can shift the sampling logits (antidistillation
   sampling, ``sim.antidistillation``).
 * ``param_count``, ``flops_per_token`` (forward) and ``train_flops_per_token`` (3x forward).
+* ``matmul``: every dense layer's product, with a backward rule whose products XLA's CPU
+  backend runs fast (no transposed right operand).
 
 ``init``, ``apply``, ``decode_step`` and ``generate`` are jitted (cfg and shape arguments
 static; ``generate`` keeps sampling filters that are off out of its traced arguments);
@@ -79,10 +81,46 @@ class Contrast:
     cfg: TransformerConfig = flax.struct.field(pytree_node=False)
 
 
-def _dense(features: int, std: float, use_bias: bool = True) -> nn.Dense:
-    return nn.Dense(features, use_bias=use_bias,
-                    kernel_init=nn.initializers.normal(stddev=std),
-                    bias_init=nn.initializers.zeros)
+@jax.custom_vjp
+def matmul(x_xI: Array, w_IxO: Array) -> Array:
+    """``x @ w`` over the last axis of ``x``, differentiated as autodiff would, except that
+    the input gradient ``g @ w.T`` multiplies by a transposed copy of the kernel made
+    first: XLA's CPU backend (XNNPACK) runs a product with a transposed right operand at
+    about half the rate of a plain one (docs/performance.md). Copying a kernel costs
+    little next to the product."""
+    return x_xI @ w_IxO
+
+
+def _matmul_fwd(x_xI: Array, w_IxO: Array) -> tuple[Array, tuple[Array, Array]]:
+    return x_xI @ w_IxO, (x_xI, w_IxO)
+
+
+def _matmul_bwd(residuals: tuple[Array, Array], g_xO: Array) -> tuple[Array, Array]:
+    x_xI, w_IxO = residuals
+    w_OxI = jax.lax.optimization_barrier(w_IxO.T)  # not folded back into the product
+    x_NxI = x_xI.reshape(-1, x_xI.shape[-1])
+    g_NxO = g_xO.reshape(-1, g_xO.shape[-1])
+    return g_xO @ w_OxI, x_NxI.T @ g_NxO
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+class Dense(nn.Module):
+    """``nn.Dense`` (params ``kernel`` I x O and ``bias`` O) through ``matmul``."""
+
+    features: int
+    std: float
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x_xI: Array) -> Array:
+        kernel_IxO = self.param("kernel", nn.initializers.normal(stddev=self.std),
+                                (x_xI.shape[-1], self.features))
+        y_xO = matmul(x_xI, kernel_IxO)
+        if self.use_bias:
+            y_xO = y_xO + self.param("bias", nn.initializers.zeros, (self.features,))
+        return y_xO
 
 
 def _attend(q_BxLxHxK: Array, k_BxSxHxK: Array, v_BxSxHxK: Array, mask_LxS: Array
@@ -113,11 +151,11 @@ class Block(nn.Module):
         cfg = self.cfg
         residual_std = 0.02 / math.sqrt(2 * cfg.layers)
         self.ln_attn = nn.LayerNorm(epsilon=1e-5)
-        self.qkv = _dense(3 * cfg.width, 0.02)
-        self.attn_out = _dense(cfg.width, residual_std)
+        self.qkv = Dense(3 * cfg.width, 0.02)
+        self.attn_out = Dense(cfg.width, residual_std)
         self.ln_mlp = nn.LayerNorm(epsilon=1e-5)
-        self.mlp_in = _dense(cfg.mlp_ratio * cfg.width, 0.02)
-        self.mlp_out = _dense(cfg.width, residual_std)
+        self.mlp_in = Dense(cfg.mlp_ratio * cfg.width, 0.02)
+        self.mlp_out = Dense(cfg.width, residual_std)
 
     def _qkv(self, x_xD: Array) -> tuple[Array, Array, Array]:
         qkv = self.qkv(self.ln_attn(x_xD))
@@ -162,7 +200,7 @@ class TransformerLM(nn.Module):
         self.pos_embed = self.param("pos_embed", init, (cfg.context, cfg.width))
         self.blocks = [Block(cfg) for _ in range(cfg.layers)]
         self.ln_final = nn.LayerNorm(epsilon=1e-5)
-        self.head = _dense(cfg.vocab_size, 0.02, use_bias=False)
+        self.head = Dense(cfg.vocab_size, 0.02, use_bias=False)
 
     def __call__(self, tokens_BxL: Array) -> tuple[Array, Array]:
         length = tokens_BxL.shape[1]
