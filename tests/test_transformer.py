@@ -39,8 +39,9 @@ def test_shapes_and_counts(params: dict) -> None:
 
 def test_matmul_differentiates_as_autodiff_with_plain_products_only() -> None:
     """Both gradients of ``tf.matmul`` equal autodiff's of ``x @ w`` (per lane under vmap
-    too), and no compiled product has a transposed right operand (the slow XNNPACK path
-    the custom rule avoids; autodiff's backward of ``x @ w`` has two)."""
+    too), its forward-mode derivative is the product rule's, and no compiled product of
+    the backward has a transposed right operand (the slow XNNPACK path the custom rule
+    avoids; autodiff's backward of ``x @ w`` has two)."""
     x_LxBxTxI = jax.random.normal(jax.random.key(0), (2, 3, 5, 8))
     w_LxIxO = jax.random.normal(jax.random.key(1), (2, 8, 6))
 
@@ -51,6 +52,9 @@ def test_matmul_differentiates_as_autodiff_with_plain_products_only() -> None:
     ours, autodiff = grads(tf.matmul), grads(lambda x, w: x @ w)
     for got, want in zip(ours(x_LxBxTxI, w_LxIxO), autodiff(x_LxBxTxI, w_LxIxO)):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    x, w = x_LxBxTxI[0], w_LxIxO[0]  # forward mode too (the antidistillation tests' JVP)
+    np.testing.assert_allclose(jax.jvp(tf.matmul, (x, w), (2 * x, -w))[1], x @ w, rtol=1e-5,
+                               atol=1e-5)
 
     def rhs_layouts(product) -> list[bool]:
         """Per compiled product: whether its right operand contracts over its first

@@ -14,8 +14,8 @@ under ``jax.vmap`` over a leading axis of the params and keys. Functions:
   other models (each with its own cache) can shift the sampling logits (antidistillation
   sampling, ``sim.antidistillation``).
 * ``param_count``, ``flops_per_token`` (forward) and ``train_flops_per_token`` (3x forward).
-* ``matmul``: every dense layer's product, with a backward rule whose products XLA's CPU
-  backend runs fast (no transposed right operand).
+* ``matmul``: every dense layer's product, with derivative rules whose reverse-mode products
+  XLA's CPU backend runs fast (no transposed right operand).
 
 ``init``, ``apply``, ``decode_step`` and ``generate`` are jitted (cfg and shape arguments
 static; ``generate`` keeps sampling filters that are off out of its traced arguments);
@@ -81,29 +81,27 @@ class Contrast:
     cfg: TransformerConfig = flax.struct.field(pytree_node=False)
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def matmul(x_xI: Array, w_IxO: Array) -> Array:
-    """``x @ w`` over the last axis of ``x``, differentiated as autodiff would, except that
-    the input gradient ``g @ w.T`` multiplies by a transposed copy of the kernel made
-    first: XLA's CPU backend (XNNPACK) runs a product with a transposed right operand at
-    about half the rate of a plain one (docs/performance.md). Copying a kernel costs
-    little next to the product."""
+    """``x @ w`` over the last axis of ``x``, with the derivatives of ``x @ w``, written so
+    that reverse mode multiplies by a transposed copy of the kernel (``g @ w.T`` through a
+    copy made first) and takes the weight gradient from the rows as they are: XLA's CPU
+    backend (XNNPACK) runs a product with a transposed right operand at about half the
+    rate of a plain one (docs/performance.md). Copying a kernel costs little next to the
+    product."""
     return x_xI @ w_IxO
 
 
-def _matmul_fwd(x_xI: Array, w_IxO: Array) -> tuple[Array, tuple[Array, Array]]:
-    return x_xI @ w_IxO, (x_xI, w_IxO)
-
-
-def _matmul_bwd(residuals: tuple[Array, Array], g_xO: Array) -> tuple[Array, Array]:
-    x_xI, w_IxO = residuals
-    w_OxI = jax.lax.optimization_barrier(w_IxO.T)  # not folded back into the product
+@matmul.defjvp
+def _matmul_jvp(primals: tuple[Array, Array], tangents: tuple[Array, Array]
+                ) -> tuple[Array, Array]:
+    (x_xI, w_IxO), (dx_xI, dw_IxO) = primals, tangents
+    # w as the transpose of a transposed copy (the barrier keeps XLA from folding the two):
+    # reverse mode's g @ w.T becomes g times that copy, a plain product
+    w_IxO_via_copy = jax.lax.optimization_barrier(w_IxO.T).T
     x_NxI = x_xI.reshape(-1, x_xI.shape[-1])
-    g_NxO = g_xO.reshape(-1, g_xO.shape[-1])
-    return g_xO @ w_OxI, x_NxI.T @ g_NxO
-
-
-matmul.defvjp(_matmul_fwd, _matmul_bwd)
+    dy_xO = dx_xI @ w_IxO_via_copy + (x_NxI @ dw_IxO).reshape(dx_xI.shape[:-1] + (-1,))
+    return x_xI @ w_IxO, dy_xO
 
 
 class Dense(nn.Module):
