@@ -98,27 +98,24 @@ def _matmul_jvp(primals: tuple[Array, Array], tangents: tuple[Array, Array]
     (x_xI, w_IxO), (dx_xI, dw_IxO) = primals, tangents
     # w as the transpose of a transposed copy (the barrier keeps XLA from folding the two):
     # reverse mode's g @ w.T becomes g times that copy, a plain product
+    # (and x's rows flattened: the weight gradient then needs no transposed copy of g)
     w_IxO_via_copy = jax.lax.optimization_barrier(w_IxO.T).T
     x_NxI = x_xI.reshape(-1, x_xI.shape[-1])
     dy_xO = dx_xI @ w_IxO_via_copy + (x_NxI @ dw_IxO).reshape(dx_xI.shape[:-1] + (-1,))
     return x_xI @ w_IxO, dy_xO
 
 
-class Dense(nn.Module):
-    """``nn.Dense`` (params ``kernel`` I x O and ``bias`` O) through ``matmul``."""
+def _dense_product(x_xI: Array, w_IxO: Array, dimension_numbers: Any, precision: Any = None,
+                   preferred_element_type: Any = None) -> Array:
+    """``matmul`` as ``nn.Dense``'s ``dot_general`` (x's last axis with the kernel's first)."""
+    assert dimension_numbers == (((x_xI.ndim - 1,), (0,)), ((), ())), dimension_numbers
+    return matmul(x_xI, w_IxO)
 
-    features: int
-    std: float
-    use_bias: bool = True
 
-    @nn.compact
-    def __call__(self, x_xI: Array) -> Array:
-        kernel_IxO = self.param("kernel", nn.initializers.normal(stddev=self.std),
-                                (x_xI.shape[-1], self.features))
-        y_xO = matmul(x_xI, kernel_IxO)
-        if self.use_bias:
-            y_xO = y_xO + self.param("bias", nn.initializers.zeros, (self.features,))
-        return y_xO
+def _dense(features: int, std: float, use_bias: bool = True) -> nn.Dense:
+    return nn.Dense(features, use_bias=use_bias,
+                    kernel_init=nn.initializers.normal(stddev=std),
+                    bias_init=nn.initializers.zeros, dot_general=_dense_product)
 
 
 def _attend(q_BxLxHxK: Array, k_BxSxHxK: Array, v_BxSxHxK: Array, mask_LxS: Array
@@ -149,11 +146,11 @@ class Block(nn.Module):
         cfg = self.cfg
         residual_std = 0.02 / math.sqrt(2 * cfg.layers)
         self.ln_attn = nn.LayerNorm(epsilon=1e-5)
-        self.qkv = Dense(3 * cfg.width, 0.02)
-        self.attn_out = Dense(cfg.width, residual_std)
+        self.qkv = _dense(3 * cfg.width, 0.02)
+        self.attn_out = _dense(cfg.width, residual_std)
         self.ln_mlp = nn.LayerNorm(epsilon=1e-5)
-        self.mlp_in = Dense(cfg.mlp_ratio * cfg.width, 0.02)
-        self.mlp_out = Dense(cfg.width, residual_std)
+        self.mlp_in = _dense(cfg.mlp_ratio * cfg.width, 0.02)
+        self.mlp_out = _dense(cfg.width, residual_std)
 
     def _qkv(self, x_xD: Array) -> tuple[Array, Array, Array]:
         qkv = self.qkv(self.ln_attn(x_xD))
@@ -198,7 +195,7 @@ class TransformerLM(nn.Module):
         self.pos_embed = self.param("pos_embed", init, (cfg.context, cfg.width))
         self.blocks = [Block(cfg) for _ in range(cfg.layers)]
         self.ln_final = nn.LayerNorm(epsilon=1e-5)
-        self.head = Dense(cfg.vocab_size, 0.02, use_bias=False)
+        self.head = _dense(cfg.vocab_size, 0.02, use_bias=False)
 
     def __call__(self, tokens_BxL: Array) -> tuple[Array, Array]:
         length = tokens_BxL.shape[1]
