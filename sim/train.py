@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 
 from sim.distill import TrainConfig
 
@@ -52,7 +53,9 @@ def make_optimizer(learning_rate: float | Array = 1e-3, weight_decay: float | Ar
     With ``total_steps`` the learning rate follows a linear warmup over ``warmup_steps``
     from 0 to ``learning_rate`` and a cosine decay to ``end_fraction * learning_rate`` at
     ``total_steps``; otherwise it is constant. ``clip_norm`` adds global-norm clipping.
-    ``learning_rate`` and ``weight_decay`` may be traced scalars.
+    ``learning_rate`` and ``weight_decay`` may be traced scalars. It runs on all parameters
+    raveled into one vector (``raveled``): optax's AdamW, whose decay mask is per leaf,
+    with the mask as a vector instead.
     """
     lr: float | Array | optax.Schedule = learning_rate
     if total_steps is not None:
@@ -60,11 +63,57 @@ def make_optimizer(learning_rate: float | Array = 1e-3, weight_decay: float | Ar
             raise ValueError(f"need 0 <= warmup_steps={warmup_steps} < "
                              f"total_steps={total_steps}")
         lr = warmup_cosine_schedule(learning_rate, warmup_steps, total_steps, end_fraction)
-    adamw = optax.adamw(lr, b1=b1, b2=b2, weight_decay=weight_decay,
-                        mask=lambda p: jax.tree_util.tree_map(lambda x: x.ndim >= 2, p))
-    if clip_norm is None:
-        return adamw
-    return optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
+    clip = () if clip_norm is None else (optax.clip_by_global_norm(clip_norm),)
+
+    def adamw(decays_P: Array) -> optax.GradientTransformation:
+        return optax.chain(*clip, optax.scale_by_adam(b1=b1, b2=b2),
+                           add_decayed_weights_where(weight_decay, decays_P),
+                           optax.scale_by_learning_rate(lr))
+
+    return raveled(adamw)
+
+
+def add_decayed_weights_where(weight_decay: float | Array, decays_P: Array
+                              ) -> optax.GradientTransformation:
+    """``updates + weight_decay * decays_P * params`` on one vector of ``P`` parameters
+    (``decays_P``: 1 where a parameter decays, 0 where not)."""
+
+    def update(updates_P: Array, state: optax.EmptyState, params_P: Array | None = None
+               ) -> tuple[Array, optax.EmptyState]:
+        if params_P is None:
+            raise ValueError("weight decay needs the parameters")
+        return updates_P + weight_decay * decays_P * params_P, state
+
+    return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
+def raveled(transformation: Callable[[Array], optax.GradientTransformation]
+            ) -> optax.GradientTransformation:
+    """A transformation of parameter pytrees that runs ``transformation(decays_P)`` on all
+    leaves raveled into one vector of ``P`` parameters, ``decays_P`` being 1 on the
+    entries of matrices (ndim >= 2) and 0 elsewhere. Its state is a few vectors, not a few
+    arrays per leaf: the update is a handful of fused loops whatever the model's depth,
+    which XLA compiles much faster (with ``train`` carrying the parameters as one vector,
+    a 2-layer transformer's fit compiles to 5.6k HLO lines in 3.4-4.7 s, against 12.9k
+    lines in 6.5 s with AdamW leaf by leaf)."""
+
+    def decays(params: Params) -> Array:
+        return jnp.concatenate([jnp.full(jnp.size(x), float(jnp.ndim(x) >= 2), jnp.float32)
+                                for x in jax.tree_util.tree_leaves(params)])
+
+    def init(params: Params) -> Any:
+        return transformation(decays(params)).init(ravel_pytree(params)[0])
+
+    def update(updates: Params, state: Any, params: Params | None = None
+               ) -> tuple[Params, Any]:
+        if params is None:
+            raise ValueError("AdamW's weight decay needs the parameters")
+        updates_P, unravel = ravel_pytree(updates)
+        updates_P, state = transformation(decays(params)).update(
+            updates_P, state, ravel_pytree(params)[0])
+        return unravel(updates_P), state
+
+    return optax.GradientTransformation(init, update)
 
 
 def optimizer_for(cfg: TrainConfig, dyn: Mapping[str, Any],
@@ -116,9 +165,13 @@ def train(key: Array, params: Params, loss_fn: LossFn, data: Data, weights_N: Ar
     weights_N = jnp.asarray(weights_N, jnp.float32)
     has_data = jnp.sum(jnp.maximum(weights_N, 0.0)) > 0.0
     value_and_grad = jax.value_and_grad(loss_fn)
+    # The loop carries the parameters as one vector: freshly drawn ones (sim.models.
+    # draw_params) then enter it as one array, not as slices that XLA would compute apart.
+    params_P, unravel = ravel_pytree(params)
 
-    def step(carry: tuple[Params, Any], s: Array) -> tuple[tuple[Params, Any], Array]:
-        params, opt_state = carry
+    def step(carry: tuple[Array, Any], s: Array) -> tuple[tuple[Array, Any], Array]:
+        params_P, opt_state = carry
+        params = unravel(params_P)
         batch_key = jax.random.fold_in(key, s)
         extra = ()
         if loss_takes_key:
@@ -128,11 +181,11 @@ def train(key: Array, params: Params, loss_fn: LossFn, data: Data, weights_N: Ar
         batch = jax.tree_util.tree_map(lambda x: jnp.take(x, idx_B, axis=0), data)
         loss, grads = value_and_grad(params, batch, *extra)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
+        new_params_P = params_P + ravel_pytree(updates)[0]
         new_carry = jax.tree_util.tree_map(lambda new, old: jnp.where(has_data, new, old),
-                                           (new_params, new_opt_state), (params, opt_state))
+                                           (new_params_P, new_opt_state), (params_P, opt_state))
         return new_carry, jnp.where(has_data, loss, jnp.nan)
 
-    (params, _), losses_S = jax.lax.scan(step, (params, optimizer.init(params)),
-                                         jnp.arange(steps))
-    return params, losses_S
+    (params_P, _), losses_S = jax.lax.scan(step, (params_P, optimizer.init(params)),
+                                           jnp.arange(steps))
+    return unravel(params_P), losses_S

@@ -102,6 +102,43 @@ def test_vmap_over_lanes_matches_single_runs() -> None:
                            p_lanes, params)
 
 
+def test_raveled_adamw_is_optax_adamw_with_matrices_decayed_and_a_few_state_vectors() -> None:
+    """The optimiser runs on all leaves raveled into one vector: the same updates as optax's
+    leaf-by-leaf AdamW (decay masked to matrices, global-norm clipping), and a state of a
+    few vectors whatever the number of leaves."""
+    r = np.random.default_rng(0)
+    shapes = {"kernel": (3, 4), "bias": (4,), "embedding": (5, 3), "scale": (3,)}
+    params = {k: jnp.asarray(r.standard_normal(s), jnp.float32) for k, s in shapes.items()}
+    ours = tr.make_optimizer(0.1, 0.3, warmup_steps=1, total_steps=4, clip_norm=0.5)
+    reference = optax.chain(
+        optax.clip_by_global_norm(0.5),
+        optax.adamw(tr.warmup_cosine_schedule(0.1, 1, 4), weight_decay=0.3,
+                    mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)))
+    state, ref_state = ours.init(params), reference.init(params)
+    assert len(jax.tree.leaves(state)) <= 4 < len(jax.tree.leaves(ref_state))
+    for _ in range(4):
+        grads = {k: jnp.asarray(r.standard_normal(s), jnp.float32) for k, s in shapes.items()}
+        update, state = ours.update(grads, state, params)
+        expected, ref_state = reference.update(grads, ref_state, params)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                     update, expected)
+        params = optax.apply_updates(params, update)
+
+
+def test_a_fit_compiles_the_initial_draw_once() -> None:
+    """Fresh parameters enter the training loop as one vector, so XLA computes the normal
+    draw's inverse error function in one loop, not once per leaf (compile time)."""
+    cfg = tf.TransformerConfig(vocab_size=8, context=4, layers=2, width=8, heads=2)
+
+    def fit(key: jax.Array) -> tuple:
+        return tr.train(key, tf.init(key, cfg), lambda p, b: jnp.mean(tf.apply(p, b, cfg)[0]),
+                        jnp.zeros((6, 4), jnp.int32), jnp.ones(6), 1, 2)
+
+    compiled = jax.jit(fit).lower(jax.random.key(0)).compile().as_text()
+    fusions = [c for c in compiled.split("\n\n") if c.startswith("%fused_computation")]
+    assert sum("erf_inv" in c for c in fusions) == 1
+
+
 def test_make_optimizer_schedule() -> None:
     opt = tr.make_optimizer(1.0, weight_decay=0.0, warmup_steps=2, total_steps=6)
     assert isinstance(opt, optax.GradientTransformation)

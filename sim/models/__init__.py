@@ -21,16 +21,23 @@ def draw_params(key: Array, shapes: Params, leaf_init: LeafInit) -> Params:
     ``(mean, std) = leaf_init(path_names, shape)``, from ONE normal draw over all leaves.
 
     One draw instead of one per parameter keeps XLA compile time small (each separate
-    threefry draw costs ~0.1-0.2 s of CPU compile time).
+    threefry draw costs ~0.1-0.2 s of CPU compile time). The scaling is one vector
+    operation too, before the vector is cut into leaves: scaled slice by slice, XLA would
+    fuse the normal's inverse error function into each slice's loop and compile it once
+    per leaf. Where the leaves are raveled back into the vector (``sim.train.train`` does),
+    XLA folds the slicing away: a 2-layer transformer's draw then compiles to 450 HLO
+    lines instead of 3,600.
     """
     flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
     sizes = [int(leaf.size) for _, leaf in flat]
-    noise = jax.random.normal(key, (sum(sizes),), jnp.float32)
+    moments = [leaf_init(tuple(str(getattr(p, "key", getattr(p, "name", p))) for p in path),
+                         tuple(leaf.shape)) for path, leaf in flat]
+    mean_P, std_P = (jnp.concatenate([jnp.full(size, moment[i], jnp.float32)
+                                      for size, moment in zip(sizes, moments)])
+                     for i in (0, 1))
+    values_P = jax.random.normal(key, (sum(sizes),), jnp.float32) * std_P + mean_P
     leaves, start = [], 0
-    for (path, leaf), size in zip(flat, sizes):
-        names = tuple(str(getattr(p, "key", getattr(p, "name", p))) for p in path)
-        mean, std = leaf_init(names, tuple(leaf.shape))
-        value = noise[start:start + size].reshape(leaf.shape) * std + mean
-        leaves.append(value.astype(leaf.dtype))
+    for (_, leaf), size in zip(flat, sizes):
+        leaves.append(values_P[start:start + size].reshape(leaf.shape).astype(leaf.dtype))
         start += size
     return jax.tree_util.tree_unflatten(treedef, leaves)
