@@ -7,6 +7,13 @@ only): 10,000 10 x 10 matrices (the Gaussian world's W2 at 10,000 lanes) took 16
 instead of 28.6 ms on 2 CPU cores. The target is jaxlib's own, not a public API, so it is
 used only where a probe finds it and it returns ``jnp.linalg.eigvalsh``'s eigenvalues;
 elsewhere (other backends, a jaxlib without it) this is ``jnp.linalg.eigvalsh``.
+
+The call is made one matrix at a time (a loop over the batch, and ``vmap_method=
+"sequential"`` under vmap), never on a batch: jaxlib 0.10 splits a batched LAPACK call over
+XLA's intra-op thread pool and blocks the pool thread it runs on until the pieces are done,
+so two batched calls running at once on a 2-core host hold both threads and wait for ever
+(a watermarked LM chain with two Vendi scores hung so, docs/performance.md). Matrix by
+matrix, 10,000 10 x 10 matrices took as long as one batched call (83-107 ms both).
 """
 
 from __future__ import annotations
@@ -29,15 +36,16 @@ def _lapack_target(dtype: np.dtype) -> str | None:
         return None
 
 
-def _syevd_values(target: str, x_xNxN: Array) -> Array:
-    """Ascending eigenvalues from LAPACK ``syevd`` with ``jobz='N'`` (NaN where it fails)."""
-    out = (jax.ShapeDtypeStruct(x_xNxN.shape, x_xNxN.dtype),
-           jax.ShapeDtypeStruct(x_xNxN.shape[:-1], x_xNxN.dtype),
-           jax.ShapeDtypeStruct(x_xNxN.shape[:-2], jnp.int32))
-    _, w_xN, info_x = jax.ffi.ffi_call(target, out, input_output_aliases={0: 0},
-                                       vmap_method="broadcast_all")(
-        x_xNxN, mode=np.uint8(ord("N")), uplo=np.uint8(ord("L")))
-    return jnp.where((info_x == 0)[..., None], w_xN, jnp.nan)
+def _syevd_values(target: str, x_NxN: Array) -> Array:
+    """Ascending eigenvalues of one matrix from LAPACK ``syevd`` with ``jobz='N'`` (NaN
+    where it fails). Vmapped, it runs matrix by matrix (``vmap_method="sequential"``)."""
+    out = (jax.ShapeDtypeStruct(x_NxN.shape, x_NxN.dtype),
+           jax.ShapeDtypeStruct(x_NxN.shape[:-1], x_NxN.dtype),
+           jax.ShapeDtypeStruct((), jnp.int32))
+    _, w_N, info = jax.ffi.ffi_call(target, out, input_output_aliases={0: 0},
+                                    vmap_method="sequential")(
+        x_NxN, mode=np.uint8(ord("N")), uplo=np.uint8(ord("L")))
+    return jnp.where(info == 0, w_N, jnp.nan)
 
 
 @functools.cache
@@ -66,4 +74,6 @@ def eigvalsh(x_xNxN: Array) -> Array:
         target = _cpu_target(np.dtype(x_xNxN.dtype))
     if target is None:
         return jnp.linalg.eigvalsh(x_xNxN)
-    return _syevd_values(target, x_xNxN)
+    n = x_xNxN.shape[-1]
+    w_XxN = jax.lax.map(functools.partial(_syevd_values, target), x_xNxN.reshape(-1, n, n))
+    return w_XxN.reshape(x_xNxN.shape[:-1])

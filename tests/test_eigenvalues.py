@@ -33,3 +33,17 @@ def test_the_cpu_path_is_lapacks_when_jaxlib_has_it():
     if jax.default_backend() != "cpu":
         pytest.skip("CPU only")
     assert eigenvalues._cpu_target(np.dtype(np.float32)) is not None
+
+
+def test_lapack_is_called_one_matrix_at_a_time():
+    """jaxlib 0.10 splits a batched LAPACK call over XLA's thread pool and blocks the
+    thread it runs on: two such calls at once can hang a 2-core host for ever. Every
+    compiled call here, batched by hand or by vmap, takes one matrix."""
+    if eigenvalues._cpu_target(np.dtype(np.float32)) is None:
+        pytest.skip("no LAPACK target: jnp.linalg.eigvalsh")
+    s = jnp.asarray(_matrices((6, 4, 9, 9)))
+    for fn in (eigenvalues.eigvalsh, jax.vmap(jax.vmap(eigenvalues.eigvalsh)),
+               lambda x: (eigenvalues.eigvalsh(x), eigenvalues.eigvalsh(2 * x))):
+        hlo = jax.jit(fn).lower(s).compile().as_text()
+        calls = [line for line in hlo.splitlines() if "custom-call(" in line and "syevd" in line]
+        assert calls and all("= (f32[9,9]{" in c for c in calls), calls  # (matrix, values, info)
