@@ -12,7 +12,7 @@ The call is made one matrix at a time (a loop over the batch, and ``vmap_method=
 "sequential"`` under vmap), never on a batch: jaxlib 0.10 splits a batched LAPACK call over
 XLA's intra-op thread pool and blocks the pool thread it runs on until the pieces are done,
 so two batched calls running at once on a 2-core host hold both threads and wait for ever
-(a watermarked LM chain with two Vendi scores hung so, docs/performance.md). Matrix by
+(a watermarked LM chain with two eigenvalue calls hung so, docs/performance.md). Matrix by
 matrix, 10,000 10 x 10 matrices took as long as one batched call (83-107 ms both).
 """
 

@@ -107,7 +107,7 @@ def raveled(transformation: Callable[[Array], optax.GradientTransformation]
     def update(updates: Params, state: Any, params: Params | None = None
                ) -> tuple[Params, Any]:
         if params is None:
-            raise ValueError("AdamW's weight decay needs the parameters")
+            raise ValueError("the decay mask needs the parameters")
         updates_P, unravel = ravel_pytree(updates)
         updates_P, state = transformation(decays(params)).update(
             updates_P, state, ravel_pytree(params)[0])
