@@ -8,8 +8,8 @@ instead of 28.6 ms on 2 CPU cores. The target is jaxlib's own, not a public API,
 used only where a probe finds it and it returns ``jnp.linalg.eigvalsh``'s eigenvalues;
 elsewhere (other backends, a jaxlib without it) this is ``jnp.linalg.eigvalsh``.
 
-The call is made one matrix at a time (a loop over the batch, and ``vmap_method=
-"sequential"`` under vmap), never on a batch: jaxlib 0.10 splits a batched LAPACK call over
+The call is made one matrix at a time (``vmap_method="sequential"``: a batch, by hand or
+by vmap, becomes a loop), never on a batch: jaxlib 0.10 splits a batched LAPACK call over
 XLA's intra-op thread pool and blocks the pool thread it runs on until the pieces are done,
 so two batched calls running at once on a 2-core host hold both threads and wait for ever
 (a watermarked LM chain with two eigenvalue calls hung so, docs/performance.md). Matrix by
@@ -75,5 +75,5 @@ def eigvalsh(x_xNxN: Array) -> Array:
     if target is None:
         return jnp.linalg.eigvalsh(x_xNxN)
     n = x_xNxN.shape[-1]
-    w_XxN = jax.lax.map(functools.partial(_syevd_values, target), x_xNxN.reshape(-1, n, n))
+    w_XxN = jax.vmap(functools.partial(_syevd_values, target))(x_xNxN.reshape(-1, n, n))
     return w_XxN.reshape(x_xNxN.shape[:-1])

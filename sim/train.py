@@ -76,15 +76,12 @@ def make_optimizer(learning_rate: float | Array = 1e-3, weight_decay: float | Ar
 def add_decayed_weights_where(weight_decay: float | Array, decays_P: Array
                               ) -> optax.GradientTransformation:
     """``updates + weight_decay * decays_P * params`` on one vector of ``P`` parameters
-    (``decays_P``: 1 where a parameter decays, 0 where not)."""
-
-    def update(updates_P: Array, state: optax.EmptyState, params_P: Array | None = None
-               ) -> tuple[Array, optax.EmptyState]:
-        if params_P is None:
-            raise ValueError("weight decay needs the parameters")
-        return updates_P + weight_decay * decays_P * params_P, state
-
-    return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+    (``decays_P``: 1 where a parameter decays, 0 where not); ``raveled`` passes the
+    parameters."""
+    return optax.GradientTransformation(
+        lambda _: optax.EmptyState(),
+        lambda updates_P, state, params_P: (updates_P + weight_decay * decays_P * params_P,
+                                            state))
 
 
 def raveled(transformation: Callable[[Array], optax.GradientTransformation]
