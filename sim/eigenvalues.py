@@ -9,11 +9,10 @@ used only where a probe finds it and it returns ``jnp.linalg.eigvalsh``'s eigenv
 elsewhere (other backends, a jaxlib without it) this is ``jnp.linalg.eigvalsh``.
 
 The call is made one matrix at a time (``vmap_method="sequential"``: a batch, by hand or
-by vmap, becomes a loop), never on a batch: jaxlib 0.10 splits a batched LAPACK call over
-XLA's intra-op thread pool and blocks the pool thread it runs on until the pieces are done,
-so two batched calls running at once on a 2-core host hold both threads and wait for ever
-(a watermarked LM chain with two eigenvalue calls hung so, docs/performance.md). Matrix by
-matrix, 10,000 10 x 10 matrices took as long as one batched call (83-107 ms both).
+by vmap, becomes a loop), never on a batch, and so is the fallback (``sim.lapack``):
+jaxlib 0.10's batched LAPACK calls can deadlock its CPU thread pool (a watermarked LM chain
+with two eigenvalue calls hung so, docs/performance.md). Matrix by matrix, 10,000 10 x 10
+matrices took as long as one batched call (83-107 ms both).
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from sim import lapack
 
 Array = jax.Array
 
@@ -73,7 +74,7 @@ def eigvalsh(x_xNxN: Array) -> Array:
     if jax.default_backend() == "cpu" and x_xNxN.dtype in (jnp.float32, jnp.float64):
         target = _cpu_target(np.dtype(x_xNxN.dtype))
     if target is None:
-        return jnp.linalg.eigvalsh(x_xNxN)
+        return lapack.one_matrix_at_a_time(jnp.linalg.eigvalsh, 2)(x_xNxN)
     n = x_xNxN.shape[-1]
     w_XxN = jax.vmap(functools.partial(_syevd_values, target))(x_xNxN.reshape(-1, n, n))
     return w_XxN.reshape(x_xNxN.shape[:-1])

@@ -15,8 +15,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import solve_triangular
 
+from sim import lapack
 from sim.eigenvalues import eigvalsh
 from sim.errors import require
 from sim.metrics.fidelity import precision_recall_density_coverage
@@ -113,7 +113,7 @@ def chol_of_data(x_NxD: Array, w_N: Array, mean_D: Array, ddof: int) -> Array:
     decomposition of the weighted centred data (sqrt(w) (x - mean) = QR, so the scatter is
     R'R): no scatter matrix is formed, so a nearly singular fit loses no precision to
     squaring."""
-    _, r_DxD = jnp.linalg.qr(jnp.sqrt(w_N)[:, None] * (x_NxD - mean_D))
+    _, r_DxD = lapack.qr(jnp.sqrt(w_N)[:, None] * (x_NxD - mean_D))
     sign_D = jnp.where(jnp.diagonal(r_DxD) < 0, -1.0, 1.0)
     return (r_DxD.T * sign_D) / jnp.sqrt(w_N.sum() - ddof)
 
@@ -135,7 +135,7 @@ def gaussian_log_density(x_NxD: Array, mean_D: Array, chol_DxD: Array) -> Array:
     diag_D = jnp.diagonal(chol_DxD)
     floored_D = jnp.where(diag_D < 0, -1.0, 1.0) * jnp.maximum(jnp.abs(diag_D), 1e-30)
     chol_DxD = chol_DxD + jnp.diag(floored_D - diag_D)
-    z_DxN = solve_triangular(chol_DxD, (x_NxD - mean_D).T, lower=True)
+    z_DxN = lapack.solve_triangular(chol_DxD, (x_NxD - mean_D).T, lower=True)
     d = x_NxD.shape[1]
     return -0.5 * ((z_DxN**2).sum(0) + d * np.log(2 * np.pi)) - jnp.log(
         jnp.abs(floored_D)).sum()
@@ -222,7 +222,7 @@ class GaussianWorld:
         """``fit`` from the summed ``statistics`` of its data (under mix=accumulate, whose
         pool holds generation 0's real data, so the covariance is positive definite)."""
         mean_D, cov_DxD = gaussian_from_statistics(statistics, self.mean_D, self.ddof)
-        return GaussianParams(mean_D, jnp.linalg.cholesky(cov_DxD))
+        return GaussianParams(mean_D, lapack.cholesky(cov_DxD))
 
     def _own_sample(self, key: Array, params: GaussianParams, n: int
                     ) -> tuple[Array, Array]:

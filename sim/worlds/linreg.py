@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sim import lapack
 from sim.errors import require
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
 
@@ -85,7 +86,7 @@ class LinregWorld:
         count_T, label_sum_T = statistics
         gram_DxD = (count_T[:, None] * self.x_TxD).T @ self.x_TxD
         gram_DxD = gram_DxD + self.cfg.ridge * jnp.eye(self.cfg.dim)
-        return jnp.linalg.solve(gram_DxD, label_sum_T @ self.x_TxD)
+        return lapack.solve(gram_DxD, label_sum_T @ self.x_TxD)
 
     def generate(self, key: Array, params: Array, n: int, dyn: Dyn) -> dict[str, Array]:
         del dyn
