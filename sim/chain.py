@@ -81,7 +81,7 @@ class Chain(NamedTuple):
     def metric_info(self) -> dict[str, MetricInfo]:
         """Every metric a generation records: the world's, the curation's, the mix's."""
         return {**self.world.metric_info, **(CURATION_INFO if self.curation else {}),
-                **(MIX_INFO if self.mix.counts else {})}
+                **MIX_INFO}
 
     def _produce(self, key: Array, state: ChainState, generation: Array, dyn: Dyn
                  ) -> tuple[Data, Array | None, dict[str, Array]]:
@@ -123,8 +123,7 @@ class Chain(NamedTuple):
             metrics = {**metrics, **self.world.served_metrics(None)}
         if self.curation is not None:
             metrics = {**metrics, **self.curation.unfiltered()}
-        if self.mix.counts:
-            metrics = {**metrics, "synthetic_count": jnp.float32(0.0)}
+        metrics = {**metrics, "synthetic_count": jnp.float32(0.0)}
         return ChainState(params, pool, self.teaching.init(params)), metrics
 
     def step(self, state: ChainState, generation: Array, key: Array,
@@ -157,7 +156,6 @@ class Chain(NamedTuple):
             params = self._fit(k_fit, data, weights_N, dyn, teacher)
         metrics = self.world.measure(k_measure, params, teacher, dyn)
         teachers = self.teaching.update(state.teachers, params, generation)
-        if self.mix.counts:
-            produced = {**produced, "synthetic_count": self.mix.synthetic_count(
-                generation).astype(jnp.float32)}
+        produced = {**produced, "synthetic_count": jnp.float32(
+            self.mix.synthetic_count(generation))}
         return ChainState(params, pool, teachers), {**metrics, **produced}

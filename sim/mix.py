@@ -46,12 +46,14 @@ from sim.errors import require
 from sim.worlds.base import Array, Data, Dyn, MetricInfo
 
 
-# Recorded per generation where the synthetic count is scheduled (a list or a decay).
+# Recorded every generation of every run, so that the jobs of a sweep over the count's
+# schedule combine into one variable (world.n_samples where none is set).
 MIX_INFO = {
     "synthetic_count": MetricInfo(
         "synthetic samples", "", "n_g, the number of the teacher's samples generation g "
         "learned from before any filter (mix.synthetic_schedule or mix.synthetic_decay; "
-        "0 at generation 0, which fits world.n_samples real samples)"),
+        "world.n_samples without either; 0 at generation 0, which fits world.n_samples "
+        "real samples)"),
 }
 
 

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -71,20 +72,45 @@ def task_yaml(config: DictConfig) -> str:
 
 
 class CheckOutputDir(Callback):
-    """Refuse an output directory that cannot be written, before Hydra makes it; a single
-    run also takes its directory here (``claim``), before Hydra writes its ``.hydra/``
-    into it, so a refused one leaves the directory as it was."""
+    """Refuse an output directory that cannot be written, before Hydra makes it. Every job
+    takes its run directory (``claim``) before anything is written into it, and only then
+    writes Hydra's record of the job (``.hydra/``: ``hydra.output_subdir`` is null in
+    ``conf/config.yaml``, so Hydra leaves that to this callback): a job refused, as another
+    config's rerun in a finished or checkpointed directory, leaves the directory as it was,
+    its ``.hydra/`` included. (A ``hydra.output_subdir`` set on the command line is Hydra's
+    to write, before the claim.)"""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = str(config.hydra.run.dir)
         _require_writable(run_dir, "hydra.run.dir")
-        try:
-            claim(run_dir, task_yaml(config))
-        except ConfigError as error:
-            _exit(str(error))
+        _claim_or_exit(run_dir, config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _require_writable(str(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(config.hydra.runtime.output_dir)
+        _claim_or_exit(run_dir, config)
+        if config.hydra.output_subdir is None:
+            write_hydra_record(run_dir / ".hydra", config)
+
+
+def _claim_or_exit(run_dir: str | os.PathLike, config: DictConfig) -> None:
+    try:
+        claim(run_dir, task_yaml(config))
+    except ConfigError as error:
+        _exit(str(error))
+
+
+def write_hydra_record(directory: Path, config: DictConfig) -> None:
+    """What Hydra writes into a job's ``hydra.output_subdir``: the job's config, Hydra's
+    config and the job's overrides (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.yaml").write_text(task_yaml(config), encoding="utf-8")
+    (directory / "hydra.yaml").write_text(OmegaConf.to_yaml(HydraConfig.instance().cfg),
+                                          encoding="utf-8")
+    (directory / "overrides.yaml").write_text(
+        OmegaConf.to_yaml(config.hydra.overrides.task), encoding="utf-8")
 
 
 class Claim(NamedTuple):

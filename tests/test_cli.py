@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from analysis import load_run, load_sweep
@@ -31,7 +32,9 @@ def test_run_writes_a_dataset_and_prints_a_summary(tmp_path):
     assert (path.parent / ".hydra" / "config.yaml").exists()
     ds = load_run(path.parent)
     assert ds.sizes == {"generation": 4, "seed": 5}
-    assert set(ds.data_vars) == {"test_mse", "weight_error", "wall_time_s", "peak_memory_bytes"}
+    assert set(ds.data_vars) == {"test_mse", "weight_error", "synthetic_count", "wall_time_s",
+                                 "peak_memory_bytes"}
+    np.testing.assert_array_equal(ds.synthetic_count.isel(seed=0), [0, 12, 12, 12])
     # what each generation cost: compiling makes generations 0 and 1 the slowest
     assert ds.wall_time_s.dims == ds.peak_memory_bytes.dims == ("generation",)
     assert (ds.wall_time_s > 0).all() and ds.wall_time_s.sum() <= ds.attrs["wall_time_s"]
@@ -40,14 +43,21 @@ def test_run_writes_a_dataset_and_prints_a_summary(tmp_path):
 
 
 def test_multirun_datasets_combine_along_the_swept_keys(tmp_path):
-    out = sim(tmp_path, "-m", "world=gaussian", "mix=replace,accumulate",
+    out = sim(tmp_path, "-m", "world=gaussian", "mix=accumulate", "mix.synthetic_decay=1,0.5",
               "world.n_samples=8,16", "generations=2", "seeds=3", "progress=false")
     assert out.returncode == 0, out.stderr
     paths = results(tmp_path)
     assert len(paths) == 4
     combined = load_sweep(tmp_path / "runs")
-    assert combined.sizes == {"generation": 3, "seed": 3, "mix": 2, "world.n_samples": 2}
+    assert combined.sizes == {"generation": 3, "seed": 3, "mix.synthetic_decay": 2,
+                              "world.n_samples": 2}
     assert combined.w2_to_truth.notnull().all()
+    # every job records its counts, the unscheduled (decay 1) ones too: n every generation
+    counts = combined.synthetic_count.isel(seed=0).transpose(..., "world.n_samples", "generation")
+    np.testing.assert_array_equal(counts.sel({"mix.synthetic_decay": 1.0}),
+                                  [[0, 8, 8], [0, 16, 16]])
+    np.testing.assert_array_equal(counts.sel({"mix.synthetic_decay": 0.5}),
+                                  [[0, 8, 4], [0, 16, 8]])
 
 
 @pytest.mark.parametrize("args,message", [

@@ -51,18 +51,25 @@ def ngram_counts(tokens_NxL: Array, n: int) -> Array:
     return jax.ops.segment_sum(jnp.ones_like(run_M), run_M, num_segments=starts_M.shape[0])
 
 
+def entropy_of_counts(counts_M: Array) -> Array:
+    """Entropy (nats) of the distribution of counts (zeros allowed)."""
+    p_M = counts_M.astype(jnp.float32) / counts_M.sum()
+    return -jnp.sum(jnp.where(p_M > 0, p_M * jnp.log(jnp.where(p_M > 0, p_M, 1.0)), 0.0))
+
+
+def distinct_of_counts(counts_M: Array) -> Array:
+    """Distinct n-grams over all n-grams, from ``ngram_counts``' zero-padded counts."""
+    return jnp.sum(counts_M > 0) / counts_M.shape[0]
+
+
 def ngram_entropy(tokens_NxL: Array, n: int = 1) -> Array:
     """Entropy (nats) of the empirical n-gram distribution; n = 1 is the unigram entropy."""
-    counts_M = ngram_counts(tokens_NxL, n).astype(jnp.float32)
-    total = counts_M.sum()
-    p_M = counts_M / total
-    return -jnp.sum(jnp.where(p_M > 0, p_M * jnp.log(jnp.where(p_M > 0, p_M, 1.0)), 0.0))
+    return entropy_of_counts(ngram_counts(tokens_NxL, n))
 
 
 def distinct_n(tokens_NxL: Array, n: int) -> Array:
     """Distinct n-grams over all n-grams (Li et al. 2016), in (0, 1]."""
-    _, starts_M, _ = _sorted_runs(ngrams(tokens_NxL, n))
-    return starts_M.sum() / starts_M.shape[0]
+    return distinct_of_counts(ngram_counts(tokens_NxL, n))
 
 
 def support_coverage(tokens_NxL: Array, support_V: Array) -> Array:

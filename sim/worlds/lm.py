@@ -368,11 +368,14 @@ def lm_metric_info(extra: Mapping[str, MetricInfo], vendi: MetricInfo,
 def sample_diversity(tokens_NxL: Array, support_V: Array, vendi_ngram: int = 1,
                      vendi_q: float = 1.0) -> dict[str, Array]:
     """The ``SAMPLE_METRICS`` and ``vendi`` of a sample of token sequences."""
+    # one sort of the n-grams for each n, shared by the entropies and distinct-n
+    counts = {n: sequences.ngram_counts(tokens_NxL, n) for n in {1, *NGRAM_ORDERS}}
     return {
-        "entropy": sequences.ngram_entropy(tokens_NxL, 1),
-        "ngram_entropy": jnp.stack([sequences.ngram_entropy(tokens_NxL, n)
+        "entropy": sequences.entropy_of_counts(counts[1]),
+        "ngram_entropy": jnp.stack([sequences.entropy_of_counts(counts[n])
                                     for n in NGRAM_ORDERS]),
-        "distinct_n": jnp.stack([sequences.distinct_n(tokens_NxL, n) for n in NGRAM_ORDERS]),
+        "distinct_n": jnp.stack([sequences.distinct_of_counts(counts[n])
+                                 for n in NGRAM_ORDERS]),
         "self_bleu": sequences.self_bleu(tokens_NxL[:SELF_BLEU_SEQUENCES]),
         "compression_ratio": tokens_NxL,  # finished on the host: HOST_METRICS
         "support_coverage": sequences.support_coverage(tokens_NxL, support_V),
