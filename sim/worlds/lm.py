@@ -97,8 +97,7 @@ from sim import antidistillation, objectives, sampling, watermark
 from sim.distill import (DistillConfig, Objective, SamplingConfig, StudentConfig, TrainConfig,
                          decoding, loss_hparams, loss_name)
 from sim.errors import require
-from sim.exposure import (TEXT_DEFENSES, Defense, DefenseConfig, ExposureConfig, expose,
-                          noisy, strength)
+from sim.exposure import Defense, DefenseConfig, ExposureConfig, expose, noisy, strength
 from sim.metrics import classification, distributions, sequences, vendi
 from sim.models import transformer as tf
 from sim.train import final_loss, optimizer_for, train
@@ -472,13 +471,6 @@ class LMWorld:
         self.exposure, self.defense = exposure, defense
         self.green_PxV = watermark.green_lists(defense.key, defense.gamma, vocab)
         self.proxy: antidistillation.Proxy | None = None  # set_proxy
-        if defense.kind in TEXT_DEFENSES:
-            # jax 0.10.2 on one CPU: with lanes in lax.map batches (more lanes than
-            # cpu_lane_batch), fitting lane by lane and sampling with the watermark's
-            # per-lane bias deadlocked (every thread in a futex wait, no CPU time); the
-            # vmapped fit runs. (Antidistillation's per-lane shift is kept off that path
-            # as a precaution, not because it was seen to hang.)
-            self.cpu_sequential_fit = False
         self.cfg = cfg
         self.vocab = vocab
         self.seq_len = cfg.seq_len
