@@ -144,7 +144,7 @@ def _run(cfg: DictConfig, out_dir: Path) -> None:
     config_yaml = OmegaConf.to_yaml(cfg)
     results = out_dir / RESULTS
     try:
-        claim = rundir.claim(out_dir, config_yaml)  # a single run's callback took it already
+        claim = rundir.claim(out_dir, config_yaml)  # held already by rundir.CheckOutputDir
     except ConfigError as error:
         _fail(error)  # another process's, or another config's: leave it as it is
     if claim.finished:

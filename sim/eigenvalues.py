@@ -8,9 +8,9 @@ instead of 28.6 ms on 2 CPU cores. The target is jaxlib's own, not a public API,
 used only where a probe finds it and it returns ``jnp.linalg.eigvalsh``'s eigenvalues;
 elsewhere (other backends, a jaxlib without it) this is ``jnp.linalg.eigvalsh``.
 
-The call is made one matrix at a time (``vmap_method="sequential"``: a batch, by hand or
-by vmap, becomes a loop), never on a batch, and so is the fallback (``sim.lapack``):
-jaxlib 0.10's batched LAPACK calls can deadlock its CPU thread pool (a watermarked LM chain
+Both are called one matrix at a time (``sim.lapack.one_matrix_at_a_time``: a batch, by
+hand or by vmap, becomes a loop), never on a batch: jaxlib 0.10's batched LAPACK calls can
+deadlock its CPU thread pool (a watermarked LM chain
 with two eigenvalue calls hung so, docs/performance.md). Matrix by matrix, 10,000 10 x 10
 matrices took as long as one batched call (83-107 ms both).
 """
@@ -39,12 +39,11 @@ def _lapack_target(dtype: np.dtype) -> str | None:
 
 def _syevd_values(target: str, x_NxN: Array) -> Array:
     """Ascending eigenvalues of one matrix from LAPACK ``syevd`` with ``jobz='N'`` (NaN
-    where it fails). Vmapped, it runs matrix by matrix (``vmap_method="sequential"``)."""
+    where it fails)."""
     out = (jax.ShapeDtypeStruct(x_NxN.shape, x_NxN.dtype),
            jax.ShapeDtypeStruct(x_NxN.shape[:-1], x_NxN.dtype),
            jax.ShapeDtypeStruct((), jnp.int32))
-    _, w_N, info = jax.ffi.ffi_call(target, out, input_output_aliases={0: 0},
-                                    vmap_method="sequential")(
+    _, w_N, info = jax.ffi.ffi_call(target, out, input_output_aliases={0: 0})(
         x_NxN, mode=np.uint8(ord("N")), uplo=np.uint8(ord("L")))
     return jnp.where(info == 0, w_N, jnp.nan)
 
@@ -73,8 +72,6 @@ def eigvalsh(x_xNxN: Array) -> Array:
     target = None
     if jax.default_backend() == "cpu" and x_xNxN.dtype in (jnp.float32, jnp.float64):
         target = _cpu_target(np.dtype(x_xNxN.dtype))
-    if target is None:
-        return lapack.one_matrix_at_a_time(jnp.linalg.eigvalsh, 2)(x_xNxN)
-    n = x_xNxN.shape[-1]
-    w_XxN = jax.vmap(functools.partial(_syevd_values, target))(x_xNxN.reshape(-1, n, n))
-    return w_XxN.reshape(x_xNxN.shape[:-1])
+    values = jnp.linalg.eigvalsh if target is None else functools.partial(_syevd_values,
+                                                                           target)
+    return lapack.one_matrix_at_a_time(values, 2)(x_xNxN)
