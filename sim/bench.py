@@ -40,7 +40,6 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from hydra import compose, initialize_config_dir
 
 from sim import experiment

@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 
 from sim.distill import Missing, Objective
 from sim.errors import require

@@ -33,23 +33,24 @@ def synthetic(generations: int = 4, seeds: int = 6,
     shape = [len(v) for v in swept.values()]
     g = np.arange(generations + 1)
     offset = sum(np.indices(shape)[i] * (i + 1) for i in range(len(shape))) if shape else 0
+    tail = (None,) * len(shape)  # the swept axes, for broadcasting
     noise = rng.normal(0.0, 0.1, (generations + 1, seeds, *shape))
-    loss = (g[:, None] * 0.5)[(..., *([None] * len(shape)))] * (1 + np.asarray(offset)) + noise
+    loss = (g[:, None] * 0.5)[(...,) + tail] * (1 + np.asarray(offset)) + noise
     zipf = 1.0 / np.arange(1, VOCAB + 1)
     zipf = zipf / zipf.sum()
     decay = np.exp(-g[:, None] * np.arange(VOCAB)[None] / 8)  # G x R
     rank_frequency = zipf * decay
     rank_frequency = rank_frequency / rank_frequency.sum(-1, keepdims=True)
-    rank_frequency = np.broadcast_to(rank_frequency[:, None, :, *([None] * len(shape))],
+    rank_frequency = np.broadcast_to(rank_frequency[(slice(None), None, slice(None)) + tail],
                                      (generations + 1, seeds, VOCAB, *shape))
-    distinct = np.clip(0.2 * np.arange(1, 5)[None, None, :, *([None] * len(shape))]
-                       - 0.01 * g[:, None, None, *([None] * len(shape))]
+    distinct = np.clip(0.2 * np.arange(1, 5)[(None, None, slice(None)) + tail]
+                       - 0.01 * g[(slice(None), None, None) + tail]
                        + rng.normal(0, 0.01, (generations + 1, seeds, 4, *shape)), 0, 1)
-    trait = np.clip(0.6 + 0.05 * g[:, None, *([None] * len(shape))]
+    trait = np.clip(0.6 + 0.05 * g[(slice(None), None) + tail]
                     + rng.normal(0, 0.02, (generations + 1, seeds, *shape)), 0, 1)
     trait[0] = np.clip(trait[0], 0, 1)
     retention = np.exp(-loss + loss[:1])
-    cost = np.where(g[:, None, *([None] * len(shape))] > 0,
+    cost = np.where(g[(slice(None), None) + tail] > 0,
                     0.3 * np.asarray(offset)
                     + rng.normal(0, 0.01, (generations + 1, seeds, *shape)),
                     0.0)

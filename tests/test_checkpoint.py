@@ -2,10 +2,8 @@
 run, in process and through ``python -m sim`` killed (SIGKILL) or interrupted (Ctrl-C)."""
 
 import dataclasses
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +12,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
+import commands
+from commands import run as sim
 from sim import checkpoint, experiment
 from sim.config import Config
 from sim.distill import StudentConfig, TrainConfig
@@ -22,7 +22,6 @@ from sim.mix import MixConfig, MixPolicy
 from sim.worlds.gaussian import GaussianConfig
 from sim.worlds.markov_lm import MarkovLMConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 COSTS = ("wall_time_s", "peak_memory_bytes")  # per-generation costs: they differ by run
 CHAIN = ("world=gaussian", "world.dim=2", "world.n_samples=8", "mix=accumulate_subsample",
          "mix.subsample_size=12", "generations=400", "seeds=3", "progress=false",
@@ -137,15 +136,6 @@ def test_differing_keys_ignore_settings_that_do_not_change_numbers():
 
 # ---- python -m sim, interrupted and resumed ----------------------------------------------
 
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
-
-
-def sim(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sim", *args], cwd=cwd, env=_env(),
-                          capture_output=True, text=True, timeout=300)
-
-
 def _checkpointed_generation(run_dir: Path) -> int:
     try:
         return checkpoint.load(run_dir)[1].generation
@@ -155,17 +145,10 @@ def _checkpointed_generation(run_dir: Path) -> int:
 
 def interrupt(cwd: Path, run_dir: Path, sig: int, *args: str) -> subprocess.CompletedProcess:
     """Start ``python -m sim ARGS`` (with ``hydra.run.dir=run_dir`` unless a multirun), send
-    ``sig`` once ``run_dir`` has a checkpoint of generation >= 1. It starts with Ctrl-C's
-    default handling even where this process ignores SIGINT (as a shell's background job
-    does, and its children inherit)."""
+    ``sig`` once ``run_dir`` has a checkpoint of generation >= 1 (the command starts with
+    Ctrl-C's default handling, as from an interactive shell)."""
     where = () if "-m" in args else (f"hydra.run.dir={run_dir}",)
-    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # not inherited
-    try:
-        process = subprocess.Popen([sys.executable, "-m", "sim", *args, *where], cwd=cwd,
-                                   env=_env(), stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
-    finally:
-        signal.signal(signal.SIGINT, ignored)
+    process = commands.start(cwd, *args, *where)
     deadline = time.monotonic() + 120
     while _checkpointed_generation(run_dir) < 1 and process.poll() is None:
         assert time.monotonic() < deadline

@@ -1,22 +1,12 @@
 """``python -m sim`` end to end, in a temporary working directory."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from analysis import load_run, load_sweep
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def sim(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, "-m", "sim", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+from commands import run as sim
 
 
 def results(cwd: Path) -> list[Path]:
@@ -88,7 +78,7 @@ def test_bad_input_in_a_multirun_leaves_nothing(tmp_path):
 
 
 def test_help_lists_the_users_groups_not_the_schemas(tmp_path):
-    out = sim(tmp_path, "--help")
+    out = sim(tmp_path, "--help", fresh_interpreter=True)  # the whole `python -m sim`
     assert out.returncode == 0
     groups = out.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
     for group in ("world: ", "mix: ", "distill: ", "experiment: "):

@@ -10,7 +10,6 @@ import pytest
 from scipy import integrate, stats
 
 from sim import experiment
-from sim.chain import Chain
 from sim.config import Config
 from sim.curation import Curation, Filter, FilterConfig, distinct_rows, top_rows
 from sim.errors import ConfigError

@@ -2,14 +2,11 @@
 the vectorised sweeper, and the checks before any compute."""
 
 import dataclasses
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+import commands
 from analysis import load_sweep
 from sim import experiment, lanes
 from sim.config import Config
@@ -25,7 +22,6 @@ from sim.worlds.categorical import CategoricalConfig
 from sim.worlds.digits import DigitsConfig
 from sim.worlds.markov_lm import MarkovLMConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 FRESH = Config(world=GaussianConfig(dim=2, n_samples=10), mix=MixConfig(policy=MixPolicy.fresh),
                generations=3, seeds=3, progress=False)
 FRACTIONS = GridConfig(mix=MixGrid(real_fraction=[0.0, 0.5, 1.0]))
@@ -173,12 +169,6 @@ def test_every_point_is_checked_as_a_single_run_would_be():
         experiment.build(cfg)
 
 
-def _sim(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, "-m", "sim", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
 SWEEP = ["-m", "world=gaussian", "world.dim=2", "mix=fresh", "mix.real_fraction=0,0.5,1",
          "world.n_samples=8,16", "generations=2", "seeds=3", "progress=false"]
 
@@ -186,7 +176,7 @@ SWEEP = ["-m", "world=gaussian", "world.dim=2", "mix=fresh", "mix.real_fraction=
 def test_the_sweeper_runs_traced_keys_as_lanes_and_the_rest_as_jobs(tmp_path):
     vectorised, separate = tmp_path / "vectorised", tmp_path / "separate"
     vectorised.mkdir(), separate.mkdir()
-    out = _sim(vectorised, *SWEEP)
+    out = commands.run(vectorised, *SWEEP)
     assert out.returncode == 0, out.stderr
     jobs = sorted((vectorised / "runs").rglob("results.nc"))
     assert len(jobs) == 2  # one job per world.n_samples, each with 3 fractions x 3 seeds
@@ -194,7 +184,7 @@ def test_the_sweeper_runs_traced_keys_as_lanes_and_the_rest_as_jobs(tmp_path):
     ds = load_sweep(vectorised / "runs" / "multirun")
     assert ds.sizes == {"generation": 3, "seed": 3, "mix.real_fraction": 3,
                         "world.n_samples": 2}
-    out = _sim(separate, *SWEEP, "hydra.sweeper.vectorise=false")
+    out = commands.run(separate, *SWEEP, "hydra.sweeper.vectorise=false")
     assert out.returncode == 0, out.stderr
     assert len(list((separate / "runs").rglob("results.nc"))) == 6
     one_by_one = load_sweep(separate / "runs" / "multirun")
@@ -203,14 +193,14 @@ def test_the_sweeper_runs_traced_keys_as_lanes_and_the_rest_as_jobs(tmp_path):
 
 
 def test_a_bad_traced_value_in_a_sweep_fails_before_running(tmp_path):
-    out = _sim(tmp_path, "-m", "world=gaussian", "mix=fresh", "mix.real_fraction=0,1.5")
+    out = commands.run(tmp_path, "-m", "world=gaussian", "mix=fresh", "mix.real_fraction=0,1.5")
     assert out.returncode == 2
     assert "error: mix.real_fraction=1.5 is not allowed" in out.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_a_swept_base_seed_is_its_own_dimension(tmp_path):
-    out = _sim(tmp_path, "-m", "world=gaussian", "seed=0,1", "generations=1", "seeds=2",
+    out = commands.run(tmp_path, "-m", "world=gaussian", "seed=0,1", "generations=1", "seeds=2",
                "progress=false")
     assert out.returncode == 0, out.stderr
     ds = load_sweep(tmp_path / "runs" / "multirun")

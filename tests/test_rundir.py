@@ -3,8 +3,6 @@ their own; a sweep still running shows only its finished jobs."""
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,25 +10,12 @@ import pytest
 import xarray as xr
 
 from analysis import load_sweep
+from commands import run as sim
+from commands import start
 from analysis.load import find_runs
 from sim import rundir
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ("world=gaussian", "world.dim=2", "world.n_samples=8", "seeds=2", "progress=false")
-
-
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
-
-
-def start(cwd: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sim", *args], cwd=cwd, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def sim(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sim", *args], cwd=cwd, env=_env(),
-                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("key", ["hydra.run.dir", "hydra.sweep.dir"])
@@ -94,7 +79,7 @@ def test_a_sweep_rerun_with_another_config_leaves_the_finished_jobs_as_they_were
 def test_runs_at_the_same_time_keep_to_their_own_directories(tmp_path):
     runs = [start(tmp_path, *TINY, f"generations={g}") for g in (2, 3)]
     for run in runs:
-        assert run.wait(timeout=300) == 0, run.stderr.read()
+        assert run.wait(timeout=300) == 0, run.communicate()[1]
     paths = find_runs(tmp_path / "runs").results
     assert len(paths) == 2
     sizes = sorted(xr.load_dataset(p).sizes["generation"] for p in paths)
@@ -108,7 +93,7 @@ def test_load_sweep_on_a_running_sweep_sees_only_finished_jobs(tmp_path):
     deadline = time.monotonic() + 120
     try:  # job 0 has finished and job 1 has checkpointed
         while not (running / "checkpoint" / "state.npz").exists():
-            assert sweep.poll() is None and time.monotonic() < deadline, sweep.stderr.read()
+            assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1]
             time.sleep(0.01)
         ds = load_sweep(tmp_path / "sweep")
         assert ds.sizes["generation"] == 3

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+import commands
 from sim import experiment
 from sim.config import Config
 from sim.distill import DistillConfig, SamplingConfig, StudentConfig, TrainConfig
@@ -19,7 +17,6 @@ from sim.worlds import make_world
 from sim.worlds.lm import Trait
 from sim.worlds.text import TextConfig, plant_trait, trait_share
 
-ROOT = Path(__file__).resolve().parents[1]
 SENTENCE = "The quick brown fox jumps over the lazy dog; naïve café — 12 345.\n"
 
 
@@ -142,10 +139,7 @@ def test_bad_paths_give_one_line_errors(tmp_path, case, message):
 
 
 def test_the_cli_reports_a_missing_path_in_one_line(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
-    out = subprocess.run([sys.executable, "-m", "sim", "world=text",
-                          f"world.path={tmp_path / 'absent.txt'}"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = commands.run(tmp_path, "world=text", f"world.path={tmp_path / 'absent.txt'}")
     assert out.returncode == 2
     assert out.stderr.startswith("error: world.path=") and "No such file" in out.stderr
     assert out.stderr.strip().count("\n") == 0
