@@ -1,8 +1,11 @@
-"""The generation loop of one chain, as two pure functions of (key, dynamic settings).
+"""The generation loop of one chain, as three pure functions of (key, dynamic settings).
 
 ``start`` fits generation 0 on real data; ``step`` makes generation g >= 1 from generation
-g - 1: the teacher produces data, the mix policy combines it with real data, a student is
-fitted, and the student is measured. Keys derive from the lane key with
+g - 1: the teacher produces data, the mix policy combines it with real data, and a student
+is fitted; ``measure`` measures generation g's model against its teacher. One ``measure``
+serves every generation (one program to compile, not one inside each of ``start`` and
+``step``): generation 0, which has no teacher, is measured against itself, and the metrics
+that compare with a teacher take the world's ``untaught_metrics`` there. Keys derive from the lane key with
 ``fold_in(key, g)``, so a lane's results do not depend on how many lanes run beside it or
 on how generations are grouped into compiled calls.
 
@@ -110,11 +113,11 @@ class Chain(NamedTuple):
         return self.world.statistics(synthetic, weights_N), metrics
 
     def start(self, key: Array, dyn: Dyn) -> tuple[ChainState, dict[str, Array]]:
-        """Generation 0: fit on n real samples, measure."""
-        k_real, _, _, k_fit, k_measure = _generation_keys(key, 0)
+        """Generation 0: fit on n real samples; the metrics of its (absent) synthetic data."""
+        k_real, _, _, k_fit, _ = _generation_keys(key, 0)
         real = self.world.sample_real(k_real, self.world.n_samples)
         params = self._fit(k_fit, real, jnp.ones(self.world.n_samples), dyn, None)
-        metrics = self.world.measure(k_measure, params, None, dyn)
+        metrics = {}
         if self.mix.policy is MixPolicy.accumulate and self.summarises:
             pool = self.world.statistics(real, jnp.ones(self.world.n_samples))
         else:
@@ -127,9 +130,10 @@ class Chain(NamedTuple):
         return ChainState(params, pool, self.teaching.init(params)), metrics
 
     def step(self, state: ChainState, generation: Array, key: Array,
-             dyn: Dyn) -> tuple[ChainState, dict[str, Array]]:
-        """Generation g >= 1: the previous model teaches, a new model is fitted and measured."""
-        k_real, k_synth, k_mix, k_fit, k_measure = _generation_keys(key, generation)
+             dyn: Dyn) -> tuple[ChainState, Params, dict[str, Array]]:
+        """Generation g >= 1: the previous model teaches and a new model is fitted. The new
+        state, the teacher (for ``measure``) and the metrics of the synthetic data."""
+        k_real, k_synth, k_mix, k_fit, _ = _generation_keys(key, generation)
         teacher = self.teaching.single(state.params, state.teachers)
         teacher = state.params if teacher is None else teacher  # an ensemble's newest member
         produced = {}  # metrics of this generation's synthetic data
@@ -154,8 +158,20 @@ class Chain(NamedTuple):
             pool, data, weights_N = self.mix(state.pool, k_mix, generation, real, synthetic,
                                              dyn, synthetic_weights_N)
             params = self._fit(k_fit, data, weights_N, dyn, teacher)
-        metrics = self.world.measure(k_measure, params, teacher, dyn)
         teachers = self.teaching.update(state.teachers, params, generation)
         produced = {**produced, "synthetic_count": jnp.float32(
             self.mix.synthetic_count(generation))}
-        return ChainState(params, pool, teachers), {**metrics, **produced}
+        return ChainState(params, pool, teachers), teacher, produced
+
+    def measure(self, key: Array, generation: Array, params: Params, teacher: Params,
+                dyn: Dyn) -> dict[str, Array]:
+        """The world's metrics of generation g's model, learnt from ``teacher`` (at
+        generation 0, which learnt from none, pass the model itself: the metrics in the
+        world's ``untaught_metrics`` then take its values)."""
+        k_measure = _generation_keys(key, generation)[4]
+        metrics = self.world.measure(k_measure, params, teacher, dyn)
+        if hasattr(self.world, "untaught_metrics"):
+            untaught = self.world.untaught_metrics(params)
+            metrics = {name: jnp.where(generation == 0, untaught[name], value)
+                       if name in untaught else value for name, value in metrics.items()}
+        return metrics

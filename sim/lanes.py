@@ -141,7 +141,8 @@ def _round_to(lanes: int, multiple: int) -> int:
 
 
 class _Programs:
-    """The compiled ``start`` and ``step`` of a chain for chunks of ``chunk`` lanes."""
+    """The compiled ``start``, ``step`` and ``measure`` of a chain for chunks of ``chunk``
+    lanes."""
 
     def __init__(self, chain: Chain, strategy: Strategy, batch_size: int, chunk: int):
         over = functools.partial(over_lanes, strategy=strategy, batch_size=batch_size,
@@ -153,27 +154,31 @@ class _Programs:
             lambda state_S, g, keys_S, dyn_S: over(
                 lambda a: chain.step(a[0], g, a[1], a[2]))((state_S, keys_S, dyn_S)),
             donate_argnums=0)
+        self.measure = jax.jit(
+            lambda keys_S, g, params_S, teacher_S, dyn_S: over(
+                lambda a: chain.measure(a[0], g, *a[1:]))((keys_S, params_S, teacher_S, dyn_S)))
 
     def compile(self, keys_S: Array, dyn_S: dict[str, Array], generations: int) -> int | None:
-        """Compile ``start`` and (with later generations) ``step`` for a chunk, as the chain
-        will call them, so that jit reuses the results: the two XLA compilations run at
-        once (outside the GIL). The peak memory per device of the step (of ``start``
-        without later generations)."""
-        start = self.start.lower(keys_S, dyn_S)
-        if not generations:
-            return peak_bytes(start.compile())
+        """Compile ``start``, ``measure`` (for generation 0's shapes) and, with later
+        generations, ``step`` for a chunk, as the chain will call them, so that jit reuses
+        the results: the XLA compilations run at once (outside the GIL). The peak memory
+        per device of the largest program."""
         sharding = _lane_sharding(self.chunk)
         state_S = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding,
                                            weak_type=x.weak_type),
             jax.eval_shape(self.start, keys_S, dyn_S)[0])
         generation = jax.ShapeDtypeStruct((), jnp.int32)
-        step = self.step.lower(state_S, generation, keys_S, dyn_S)
-        with concurrent.futures.ThreadPoolExecutor(1) as thread:
-            compiling_start = thread.submit(start.compile)
-            peak = peak_bytes(step.compile())
-            compiling_start.result()
-        return peak
+        lowered = [self.start.lower(keys_S, dyn_S),
+                   self.measure.lower(keys_S, generation, state_S.params, state_S.params,
+                                      dyn_S)]
+        if generations:
+            lowered.append(self.step.lower(state_S, generation, keys_S, dyn_S))
+        with concurrent.futures.ThreadPoolExecutor(len(lowered) - 1) as threads:
+            compiling = [threads.submit(program.compile) for program in lowered[1:]]
+            peaks = [peak_bytes(program) for program in
+                     [lowered[0].compile(), *(c.result() for c in compiling)]]
+        return None if None in peaks else max(peaks)
 
 
 def _chunk_inputs(keys_L: Array, dyn_L: dict[str, Array], lanes: slice,
@@ -257,10 +262,12 @@ def _run_chunk(programs: _Programs, keys_S: Array, dyn_S: dict[str, Array],
     for g in range(len(history), generations + 1):
         start = time.perf_counter()
         if g == 0:
-            state_S, metrics = programs.start(keys_S, dyn_S)
+            state_S, produced = programs.start(keys_S, dyn_S)
+            teacher_S = state_S.params  # generation 0 is measured against itself
         else:
-            state_S, metrics = programs.step(state_S, np.int32(g), keys_S, dyn_S)
-        history.append(finish(metrics))  # waits for the generation to finish
+            state_S, teacher_S, produced = programs.step(state_S, np.int32(g), keys_S, dyn_S)
+        metrics = programs.measure(keys_S, np.int32(g), state_S.params, teacher_S, dyn_S)
+        history.append(finish({**metrics, **produced}))  # waits for the generation to finish
         costs.wall_time_s[g] += time.perf_counter() - start
         costs.peak_memory_bytes[g] = max(costs.peak_memory_bytes[g], high_water_bytes(device))
         if save is not None:

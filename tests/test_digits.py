@@ -138,10 +138,16 @@ def test_a_chain_runs_with_a_smaller_student_on_a_subset():
     cfg = Config(world=DigitsConfig(n_samples=200), distill=DistillConfig(Objective.soft),
                  train=TrainConfig(steps=200), student=StudentConfig(hidden=(8,)),
                  generations=1, seeds=2, progress=False)
-    ds = experiment.run(experiment.build(cfg))
+    built = experiment.build(cfg)
+    ds, world = experiment.run(built), built.chain.world
     assert ds.sizes == {"generation": 2, "seed": 2}
     assert ds.agreement.sel(generation=0).isnull().all()
     assert ds.agreement.sel(generation=1).notnull().all()
+    # generation 0 trained without a teacher to query, the soft student with one
+    np.testing.assert_allclose(ds.train_flops.sel(generation=0),
+                               world.train_flops(world.teacher_mlp, None), rtol=1e-6)
+    np.testing.assert_allclose(ds.train_flops.sel(generation=1),
+                               world.train_flops(world.student_mlp, world.teacher_mlp), rtol=1e-6)
     np.testing.assert_array_equal(ds.params.sel(generation=1), 64 * 8 + 8 + 8 * 10 + 10)
     assert (ds.accuracy > 0.5).all() and (ds.agreement.sel(generation=1) > 0.5).all()
 

@@ -99,6 +99,10 @@ class World(Protocol):
     # before any filter), e.g. the watermark in an LM teacher's text; absent = none.
     # served_info: tuple[str, ...] (their names: in metric_info, left out by ``measure``)
     # served_metrics(data | None) -> those metrics (None: generation 0, NaN)
+    # Optional, for worlds whose ``measure`` reads its ``teacher``: the chain measures
+    # generation 0 against the model itself (one compiled ``measure`` for every
+    # generation) and then puts these values in place of those metrics; absent = none.
+    # untaught_metrics(params) -> {name: value at generation 0} (NaN for teacher metrics)
 
     def sample_real(self, key: Array, n: int) -> Data:
         """n samples of real data."""
@@ -121,8 +125,9 @@ class World(Protocol):
                 dyn: Dyn | None) -> dict[str, Array]:
         """Metrics of one fitted model, keyed as in ``metric_info``.
 
-        ``teacher`` is the model it learned from (None at generation 0: metrics that compare
-        with the teacher are NaN there); ``dyn`` holds the lane's sampling settings, for
+        ``teacher`` is the model it learned from (None for a model that learnt from none:
+        metrics that compare with the teacher are NaN; the chain passes the model itself
+        at generation 0, see ``untaught_metrics``); ``dyn`` holds the lane's sampling settings, for
         metrics of the data the model produces (None: the configured defaults).
         """
         ...

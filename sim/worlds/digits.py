@@ -393,6 +393,15 @@ class DigitsWorld:
             per_example += 3 * 2 * cfg.hidden_width * teacher_cfg.hidden_width
         return float(self.train_cfg.steps * self.train_cfg.batch_size * per_example)
 
+    def untaught_metrics(self, params: Classifier) -> dict[str, Array]:
+        """The metrics that need a teacher, for a model that learnt from none: NaN, and the
+        training FLOPs without a teacher's."""
+        nan = jnp.float32(jnp.nan)
+        cfg = mlp_config_of(params.weights, self.teacher_mlp.activation)
+        return {**dict.fromkeys(("agreement", "kl_teacher_student", "teacher_nll_real",
+                                 "teacher_nll_cost", "subliminal_accuracy"), nan),
+                "train_flops": jnp.float32(self.train_flops(cfg, None))}
+
     def measure(self, key: Array, params: Classifier, teacher: Classifier | None,
                 dyn: Dyn | None = None) -> dict[str, Array]:
         cfg = mlp_config_of(params.weights, self.teacher_mlp.activation)

@@ -730,6 +730,13 @@ class LMWorld:
         logq_CxL = -objectives.cross_entropy(logits_CxLxV, self.trait_contexts_CxL)
         return jnp.mean(jnp.exp(jnp.sum(jnp.where(self.trait_mask_CxL, logq_CxL, 0.0), -1)))
 
+    def untaught_metrics(self, params: LMParams) -> dict[str, Array]:
+        """The teacher-comparing metrics of a model that learnt from no teacher: NaN."""
+        del params
+        nan = jnp.float32(jnp.nan)
+        return dict.fromkeys(("agreement", "kl_teacher_student", "teacher_nll_real",
+                              "teacher_nll_cost"), nan)
+
     def measure(self, key: Array, params: LMParams, teacher: LMParams | None,
                 dyn: Dyn | None = None) -> dict[str, Array]:
         settings = decoding(self.sampling, dyn)
