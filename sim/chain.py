@@ -5,9 +5,9 @@ g - 1: the teacher produces data, the mix policy combines it with real data, and
 is fitted; ``measure`` measures generation g's model against its teacher. One ``measure``
 serves every generation (one program to compile, not one inside each of ``start`` and
 ``step``): generation 0, which has no teacher, is measured against itself, and the metrics
-that compare with a teacher take the world's ``untaught_metrics`` there. Keys derive from the lane key with
-``fold_in(key, g)``, so a lane's results do not depend on how many lanes run beside it or
-on how generations are grouped into compiled calls.
+that compare with a teacher take the world's ``untaught_metrics`` there. Keys derive from
+the lane key with ``fold_in(key, g)``, so a lane's results do not depend on how many lanes
+run beside it or on how generations are grouped into compiled calls.
 
 Under ``mix=replace`` and ``mix=accumulate`` a world with sufficient statistics
 (``statistics`` and ``fit_statistics``: the closed-form worlds) fits from them: an

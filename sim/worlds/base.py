@@ -127,7 +127,8 @@ class World(Protocol):
 
         ``teacher`` is the model it learned from (None for a model that learnt from none:
         metrics that compare with the teacher are NaN; the chain passes the model itself
-        at generation 0, see ``untaught_metrics``); ``dyn`` holds the lane's sampling settings, for
-        metrics of the data the model produces (None: the configured defaults).
+        at generation 0, see ``untaught_metrics``); ``dyn`` holds the lane's sampling
+        settings, for metrics of the data the model produces (None: the configured
+        defaults).
         """
         ...
