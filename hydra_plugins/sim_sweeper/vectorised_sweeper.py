@@ -9,12 +9,18 @@ makes separate jobs as Hydra's basic sweeper does, handed to the configured laun
 of them runs the whole grid of traced values. ``hydra.sweeper.vectorise=false`` runs one
 job per point instead, as the basic sweeper would.
 
+A rerun into a sweep directory whose jobs refuse it (another config's finished or
+checkpointed runs: ``sim.rundir``) leaves the sweep's ``multirun.yaml`` as it was: the basic
+sweeper writes it before the first job starts, and ``sim.cli`` reads the swept keys from it.
+
 No ``from __future__ import annotations`` here: Hydra loads plugins outside ``sys.modules``,
 where dataclasses cannot resolve string annotations.
 """
 
+import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
@@ -56,6 +62,20 @@ class VectorisedSweeper(BasicSweeper):
                  params: Optional[Dict[str, str]] = None, vectorise: bool = True) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.vectorise = vectorise
+
+    def sweep(self, arguments: List[str]) -> Any:
+        """The basic sweeper's sweep; a sweep whose job refuses it (exit status 2, before
+        it writes anything) puts back the ``multirun.yaml`` the sweep directory had."""
+        record = Path(self.config.hydra.sweep.dir) / "multirun.yaml"
+        before = record.read_bytes() if record.exists() else None
+        try:
+            return super().sweep(arguments)
+        except SystemExit as refused:
+            if refused.code == 2 and before is not None:
+                partial = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+                partial.write_bytes(before)
+                os.replace(partial, record)
+            raise
 
     def split_arguments(self, overrides: List[Override],  # type: ignore[override]
                         max_batch_size: Optional[int]) -> List[List[List[str]]]:
