@@ -10,9 +10,9 @@ import pytest
 import xarray as xr
 
 from analysis import load_sweep
+from analysis.load import find_runs
 from commands import run as sim
 from commands import start
-from analysis.load import find_runs
 from sim import rundir
 
 TINY = ("world=gaussian", "world.dim=2", "world.n_samples=8", "seeds=2", "progress=false")
