@@ -200,8 +200,8 @@ def test_a_bad_traced_value_in_a_sweep_fails_before_running(tmp_path):
 
 
 def test_a_swept_base_seed_is_its_own_dimension(tmp_path):
-    out = commands.run(tmp_path, "-m", "world=gaussian", "seed=0,1", "generations=1", "seeds=2",
-               "progress=false")
+    out = commands.run(tmp_path, "-m", "world=gaussian", "seed=0,1", "generations=1",
+                       "seeds=2", "progress=false")
     assert out.returncode == 0, out.stderr
     ds = load_sweep(tmp_path / "runs" / "multirun")
     assert ds.sizes == {"generation": 2, "seed": 2, "base_seed": 2}
