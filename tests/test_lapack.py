@@ -35,7 +35,9 @@ CASES = {
     "solve broadcast": (lapack.solve, jnp.linalg.solve, (_spd((3, 5, 5)), _rhs((5, 2)))),
     "solve_triangular": (
         lambda a, b: lapack.solve_triangular(a, b, lower=True),
-        lambda a, b: jax.scipy.linalg.solve_triangular(a, b, lower=True),
+        # b broadcast by hand: jax 0.6.2 (what pip installs on Python 3.10) does not
+        lambda a, b: jax.scipy.linalg.solve_triangular(
+            a, jnp.broadcast_to(b, a.shape[:-2] + b.shape), lower=True),
         (np.tril(_spd((4, 5, 5))), _rhs((5, 3)))),
 }
 
