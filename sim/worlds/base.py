@@ -126,9 +126,18 @@ class World(Protocol):
         """Metrics of one fitted model, keyed as in ``metric_info``.
 
         ``teacher`` is the model it learned from (None for a model that learnt from none:
-        metrics that compare with the teacher are NaN; the chain passes the model itself
-        at generation 0, see ``untaught_metrics``); ``dyn`` holds the lane's sampling
+        a world whose metrics read the teacher answers with ``measure_untaught``; the chain
+        passes the model itself at generation 0); ``dyn`` holds the lane's sampling
         settings, for metrics of the data the model produces (None: the configured
         defaults).
         """
         ...
+
+
+def measure_untaught(world: World, key: Array, params: Params, dyn: Dyn | None
+                     ) -> dict[str, Array]:
+    """``world.measure`` of a model that learnt from no teacher: the model measured against
+    itself, with the world's ``untaught_metrics`` in place of what that gives."""
+    untaught = world.untaught_metrics(params)
+    return {name: untaught.get(name, value)
+            for name, value in world.measure(key, params, params, dyn).items()}

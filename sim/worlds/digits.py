@@ -60,7 +60,8 @@ from sim.models import mlp
 from sim.objectives import (OBJECTIVES, LossHParams, Student, Teacher, cross_entropy,
                             init_projection, kl, teacher_topk)
 from sim.train import final_loss, optimizer_for, train
-from sim.worlds.base import TRAIN_LOSS_INFO, Array, Dyn, MetricInfo, Params, WorldConfig
+from sim.worlds.base import (TRAIN_LOSS_INFO, Array, Dyn, MetricInfo, Params, WorldConfig,
+                             measure_untaught)
 from sim.worlds.digits_data import CLASSES, FEATURES, TEST_DRAWS, TOTAL, make_images
 
 ROWS = 2**31 - 1  # int32 rows: noise draws and off-task inputs are numbered below this
@@ -404,23 +405,22 @@ class DigitsWorld:
 
     def measure(self, key: Array, params: Classifier, teacher: Classifier | None,
                 dyn: Dyn | None = None) -> dict[str, Array]:
+        if teacher is None:
+            return measure_untaught(self, key, params, dyn)
         cfg = mlp_config_of(params.weights, self.teacher_mlp.activation)
         logits = self._class_logits(params.weights, self.x_test)
         probs = jax.nn.softmax(logits)
         nan = jnp.float32(jnp.nan)
-        agreement = kl_ts = subliminal = teacher_nll = teacher_cost = nan
-        teacher_cfg = None
-        if teacher is not None:
-            teacher_cfg = mlp_config_of(teacher.weights, cfg.activation)
-            t_logits = self._class_logits(teacher.weights, self.x_test)
-            agreement = classification.agreement(t_logits, logits)
-            kl_ts = jnp.mean(kl(jax.nn.log_softmax(t_logits), jax.nn.log_softmax(logits)))
-            served = expose(jax.random.fold_in(key, 1), t_logits, ExposureConfig(),
-                            self.defense, strength(self.defense, dyn, "noise_scale"))
-            teacher_nll = jnp.mean(cross_entropy(served, self.y_test))
-            teacher_cost = teacher_nll - jnp.mean(cross_entropy(t_logits, self.y_test))
-            if self.targets is Targets.auxiliary:
-                subliminal = classification.accuracy(logits, self.y_test)
+        teacher_cfg = mlp_config_of(teacher.weights, cfg.activation)
+        t_logits = self._class_logits(teacher.weights, self.x_test)
+        agreement = classification.agreement(t_logits, logits)
+        kl_ts = jnp.mean(kl(jax.nn.log_softmax(t_logits), jax.nn.log_softmax(logits)))
+        served = expose(jax.random.fold_in(key, 1), t_logits, ExposureConfig(),
+                        self.defense, strength(self.defense, dyn, "noise_scale"))
+        teacher_nll = jnp.mean(cross_entropy(served, self.y_test))
+        teacher_cost = teacher_nll - jnp.mean(cross_entropy(t_logits, self.y_test))
+        subliminal = (classification.accuracy(logits, self.y_test)
+                      if self.targets is Targets.auxiliary else nan)
         settings = decoding(self.sampling, dyn)
         # The share of majority labels this model gives its student's training inputs.
         majority_share = jnp.mean(sampler.probabilities(

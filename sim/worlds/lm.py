@@ -101,7 +101,8 @@ from sim.exposure import Defense, DefenseConfig, ExposureConfig, expose, noisy, 
 from sim.metrics import classification, distributions, sequences, vendi
 from sim.models import transformer as tf
 from sim.train import final_loss, optimizer_for, train
-from sim.worlds.base import TRAIN_LOSS_INFO, Array, Dyn, MetricInfo, Relative, WorldConfig
+from sim.worlds.base import (TRAIN_LOSS_INFO, Array, Dyn, MetricInfo, Relative, WorldConfig,
+                             measure_untaught)
 
 Weights = Any  # the transformer's parameter pytree
 
@@ -739,6 +740,8 @@ class LMWorld:
 
     def measure(self, key: Array, params: LMParams, teacher: LMParams | None,
                 dyn: Dyn | None = None) -> dict[str, Array]:
+        if teacher is None:
+            return measure_untaught(self, key, params, dyn)
         settings = decoding(self.sampling, dyn)
         produced_ExL, produced_logits_ExLxV = sample_sequences(
             key, params.weights, params.cfg, self.eval_ExL.shape[0], self.seq_len, self.vocab,
@@ -749,17 +752,10 @@ class LMWorld:
         logp_ExLxV = jax.nn.log_softmax(logits_ExLxV, axis=-1)
         nll = jnp.mean(objectives.cross_entropy(logits_ExLxV, self.eval_ExL))
         entropy = jnp.mean(distributions.entropy(jnp.exp(logp_ExLxV)))
-        nan = jnp.float32(jnp.nan)
-        served = {"teacher_nll_real": nan, "teacher_nll_cost": nan}
-        if teacher is None:
-            agreement = kl_teacher = nan
-        else:
-            teacher_ExLxV, _ = self.forward(teacher.weights, teacher.cfg, self.eval_ExL)
-            agreement = classification.agreement(logits_ExLxV, teacher_ExLxV)
-            kl_teacher = jnp.mean(objectives.kl(jax.nn.log_softmax(teacher_ExLxV, -1),
-                                                logp_ExLxV))
-            served = self.teacher_metrics(jax.random.fold_in(key, 1), teacher, teacher_ExLxV,
-                                          dyn)
+        teacher_ExLxV, _ = self.forward(teacher.weights, teacher.cfg, self.eval_ExL)
+        agreement = classification.agreement(logits_ExLxV, teacher_ExLxV)
+        kl_teacher = jnp.mean(objectives.kl(jax.nn.log_softmax(teacher_ExLxV, -1), logp_ExLxV))
+        served = self.teacher_metrics(jax.random.fold_in(key, 1), teacher, teacher_ExLxV, dyn)
         z, p = watermark.detect(produced_ExL, self.green_PxV, self.defense.gamma)
         metrics = {"nll_real": nll, "perplexity_real": jnp.exp(nll),
                    **self.truth_metrics(logp_ExLxV), "agreement": agreement,
