@@ -42,6 +42,15 @@ from sim.teacher import TeacherKind, Teaching
 from sim.worlds.base import Array, Data, Dyn, MetricInfo, Params, World
 
 
+class Lesson(NamedTuple):
+    """What one generation's fit learns from: weighted rows and the model teaching them
+    (at generation 0 none, or the world's ``untaught_teacher`` stand-in)."""
+
+    data: Data
+    weights_N: Array
+    teacher: Params | None
+
+
 class ChainState(NamedTuple):
     params: Params  # the newest generation's model (next generation's teacher by default)
     pool: Any  # the mix policy's state (accumulated data or its statistics, or nothing)
@@ -61,9 +70,17 @@ class Chain(NamedTuple):
     curation: Curation | None = None  # None: filter=none
     teaching: Teaching = Teaching(TeacherKind.previous, 1)
 
-    def _fit(self, *args: Any) -> Params:
-        fit = self.world.fit
-        return (jax.custom_batching.sequential_vmap(fit) if self.sequential_fit else fit)(*args)
+    @property
+    def shares_fit(self) -> bool:
+        """Whether every generation's fit can be one compiled program: the chain learns from
+        data (not from sufficient statistics) whose shapes are generation 0's (no
+        accumulating pool), the previous model teaches (no other models are kept), and the
+        world has a stand-in teacher under which its fit computes what it computes with
+        none (``untaught_teacher``)."""
+        return (not self.summarises and not self.mix.accumulates
+                and self.teaching.kind is TeacherKind.previous
+                and hasattr(self.world, "untaught_teacher")
+                and jax.eval_shape(self.world.untaught_teacher) is not None)
 
     @property
     def summarises(self) -> bool:
@@ -86,8 +103,8 @@ class Chain(NamedTuple):
         return {**self.world.metric_info, **(CURATION_INFO if self.curation else {}),
                 **MIX_INFO}
 
-    def _produce(self, key: Array, state: ChainState, generation: Array, dyn: Dyn
-                 ) -> tuple[Data, Array | None, dict[str, Array]]:
+    def _synthetic(self, key: Array, state: ChainState, generation: Array, dyn: Dyn
+                   ) -> tuple[Data, Array | None, dict[str, Array]]:
         """The teacher's n samples, their weights (None: all 1; else the first n_g of a
         synthetic count schedule, less what the filter drops) and the curation metrics."""
         n = self.world.n_samples
@@ -108,59 +125,91 @@ class Chain(NamedTuple):
             teacher = self.teaching.single(state.params, state.teachers)
             count = self.mix.synthetic_count(generation)
             return self.world.sample_statistics(key, teacher, count, dyn), {}
-        synthetic, weights_N, metrics = self._produce(key, state, generation, dyn)
+        synthetic, weights_N, metrics = self._synthetic(key, state, generation, dyn)
         weights_N = jnp.ones(n) if weights_N is None else weights_N
         return self.world.statistics(synthetic, weights_N), metrics
 
-    def start(self, key: Array, dyn: Dyn) -> tuple[ChainState, dict[str, Array]]:
-        """Generation 0: fit on n real samples; the metrics of its (absent) synthetic data."""
-        k_real, _, _, k_fit, _ = _generation_keys(key, 0)
-        real = self.world.sample_real(k_real, self.world.n_samples)
-        params = self._fit(k_fit, real, jnp.ones(self.world.n_samples), dyn, None)
-        metrics = {}
+    def begin(self, key: Array, dyn: Dyn) -> tuple[Lesson, Any, dict[str, Array]]:
+        """Generation 0's lesson (n real samples; the stand-in teacher where the chain
+        ``shares_fit``), the mix state after it and the metrics of its (absent) synthetic
+        data."""
+        n = self.world.n_samples
+        real = self.world.sample_real(_generation_keys(key, 0)[0], n)
         if self.mix.policy is MixPolicy.accumulate and self.summarises:
-            pool = self.world.statistics(real, jnp.ones(self.world.n_samples))
+            pool = self.world.statistics(real, jnp.ones(n))
         else:
             pool = self.mix.init(real)
+        metrics = {}
         if hasattr(self.world, "served_metrics"):
             metrics = {**metrics, **self.world.served_metrics(None)}
         if self.curation is not None:
             metrics = {**metrics, **self.curation.unfiltered()}
         metrics = {**metrics, "synthetic_count": jnp.float32(0.0)}
+        teacher = self.world.untaught_teacher() if self.shares_fit else None
+        return Lesson(real, jnp.ones(n), teacher), pool, metrics
+
+    def learn(self, key: Array, generation: Array | int, lesson: Lesson, dyn: Dyn) -> Params:
+        """Generation g's model, fitted on its lesson (lane by lane with
+        ``sequential_fit``)."""
+        fit = self.world.fit
+        if self.sequential_fit:
+            fit = jax.custom_batching.sequential_vmap(fit)
+        return fit(_generation_keys(key, generation)[3], lesson.data, lesson.weights_N, dyn,
+                   lesson.teacher)
+
+    def start(self, key: Array, dyn: Dyn) -> tuple[ChainState, dict[str, Array]]:
+        """Generation 0: fit on n real samples; the metrics of its (absent) synthetic data."""
+        lesson, pool, metrics = self.begin(key, dyn)
+        params = self.learn(key, 0, lesson, dyn)
         return ChainState(params, pool, self.teaching.init(params)), metrics
+
+    def _teacher(self, state: ChainState) -> Params:
+        """The model that teaches the next generation (an ensemble's newest member stands
+        for it where one model is asked)."""
+        teacher = self.teaching.single(state.params, state.teachers)
+        return state.params if teacher is None else teacher
+
+    def _counted(self, produced: dict[str, Array], generation: Array) -> dict[str, Array]:
+        return {**produced, "synthetic_count": jnp.float32(
+            self.mix.synthetic_count(generation))}
+
+    def produce(self, state: ChainState, generation: Array, key: Array, dyn: Dyn
+                ) -> tuple[Lesson, Any, dict[str, Array]]:
+        """Generation g >= 1's lesson from data: the teacher's samples (filtered, mixed
+        with real data), the new mix state and the metrics of the synthetic data."""
+        k_real, k_synth, k_mix, _, _ = _generation_keys(key, generation)
+        synthetic, synthetic_weights_N, produced = self._synthetic(k_synth, state,
+                                                                   generation, dyn)
+        if hasattr(self.world, "served_metrics"):
+            produced = {**self.world.served_metrics(synthetic), **produced}
+        n = self.world.n_samples
+        real = self.world.sample_real(k_real, n) if self.mix.needs_real else None
+        pool, data, weights_N = self.mix(state.pool, k_mix, generation, real, synthetic, dyn,
+                                         synthetic_weights_N)
+        return (Lesson(data, weights_N, self._teacher(state)), pool,
+                self._counted(produced, generation))
 
     def step(self, state: ChainState, generation: Array, key: Array,
              dyn: Dyn) -> tuple[ChainState, Params, dict[str, Array]]:
         """Generation g >= 1: the previous model teaches and a new model is fitted. The new
         state, the teacher (for ``measure``) and the metrics of the synthetic data."""
-        k_real, k_synth, k_mix, k_fit, _ = _generation_keys(key, generation)
-        teacher = self.teaching.single(state.params, state.teachers)
-        teacher = state.params if teacher is None else teacher  # an ensemble's newest member
-        produced = {}  # metrics of this generation's synthetic data
+        _, k_synth, _, _, _ = _generation_keys(key, generation)
+        teacher = self._teacher(state)
         if (self.summarises and self.mix.policy is MixPolicy.replace
                 and hasattr(self.world, "refit")):
-            pool = state.pool
+            pool, produced = state.pool, self._counted({}, generation)
             params = self.world.refit(k_synth, teacher, self.mix.synthetic_count(generation),
                                       dyn)
         elif self.summarises:
             statistics, produced = self._synthetic_statistics(k_synth, state, generation, dyn)
-            pool = state.pool
+            produced, pool = self._counted(produced, generation), state.pool
             if self.mix.policy is MixPolicy.accumulate:
                 pool = statistics = jax.tree.map(jnp.add, state.pool, statistics)
             params = self.world.fit_statistics(statistics)
         else:
-            n = self.world.n_samples
-            synthetic, synthetic_weights_N, produced = self._produce(k_synth, state,
-                                                                     generation, dyn)
-            if hasattr(self.world, "served_metrics"):
-                produced = {**self.world.served_metrics(synthetic), **produced}
-            real = self.world.sample_real(k_real, n) if self.mix.needs_real else None
-            pool, data, weights_N = self.mix(state.pool, k_mix, generation, real, synthetic,
-                                             dyn, synthetic_weights_N)
-            params = self._fit(k_fit, data, weights_N, dyn, teacher)
+            lesson, pool, produced = self.produce(state, generation, key, dyn)
+            params = self.learn(key, generation, lesson, dyn)
         teachers = self.teaching.update(state.teachers, params, generation)
-        produced = {**produced, "synthetic_count": jnp.float32(
-            self.mix.synthetic_count(generation))}
         return ChainState(params, pool, teachers), teacher, produced
 
     def measure(self, key: Array, generation: Array, params: Params, teacher: Params,

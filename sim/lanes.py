@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from sim import checkpoint
-from sim.chain import Chain
+from sim.chain import Chain, ChainState
 from sim.errors import require
 from sim.worlds.base import Array
 
@@ -140,40 +140,91 @@ def _round_to(lanes: int, multiple: int) -> int:
     return max(multiple, lanes - lanes % multiple) if lanes >= multiple else lanes
 
 
+def _placed(tree: Any, sharding: NamedSharding | None) -> Any:
+    """Shapes and dtypes of a tree of lane-batched arrays, placed as ``_shard`` places them."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding,
+                                                       weak_type=x.weak_type), tree)
+
+
+def _same_shapes(a: Any, b: Any) -> bool:
+    leaves = [(x.shape, x.dtype, x.weak_type) for x in jax.tree.leaves(a)]
+    return (jax.tree.structure(a) == jax.tree.structure(b)
+            and leaves == [(x.shape, x.dtype, x.weak_type) for x in jax.tree.leaves(b)])
+
+
 class _Programs:
-    """The compiled ``start``, ``step`` and ``measure`` of a chain for chunks of ``chunk``
-    lanes."""
+    """The compiled programs of a chain for chunks of ``chunk`` lanes: ``start``, ``step``
+    and ``measure``, where ``start`` and ``step`` are each the lesson's program (``begin``,
+    ``produce``) followed by one ``learn`` program they share when the chain
+    ``shares_fit``."""
 
     def __init__(self, chain: Chain, strategy: Strategy, batch_size: int, chunk: int):
         over = functools.partial(over_lanes, strategy=strategy, batch_size=batch_size,
                                  lanes=chunk)
         self.chunk = chunk
-        self.start = jax.jit(lambda keys_S, dyn_S: over(lambda a: chain.start(*a))(
-            (keys_S, dyn_S)))
-        self.step = jax.jit(
-            lambda state_S, g, keys_S, dyn_S: over(
-                lambda a: chain.step(a[0], g, a[1], a[2]))((state_S, keys_S, dyn_S)),
-            donate_argnums=0)
+        self.shares_fit = chain.shares_fit
+        if self.shares_fit:
+            self.begin = jax.jit(lambda keys_S, dyn_S: over(lambda a: chain.begin(*a))(
+                (keys_S, dyn_S)))
+            self.produce = jax.jit(lambda state_S, g, keys_S, dyn_S: over(
+                lambda a: chain.produce(a[0], g, a[1], a[2]))((state_S, keys_S, dyn_S)))
+            self.learn = jax.jit(lambda keys_S, g, lesson_S, dyn_S: over(
+                lambda a: chain.learn(a[0], g, a[1], a[2]))((keys_S, lesson_S, dyn_S)))
+        else:
+            self._start = jax.jit(lambda keys_S, dyn_S: over(lambda a: chain.start(*a))(
+                (keys_S, dyn_S)))
+            self._step = jax.jit(
+                lambda state_S, g, keys_S, dyn_S: over(
+                    lambda a: chain.step(a[0], g, a[1], a[2]))((state_S, keys_S, dyn_S)),
+                donate_argnums=0)
         self.measure = jax.jit(
             lambda keys_S, g, params_S, teacher_S, dyn_S: over(
                 lambda a: chain.measure(a[0], g, *a[1:]))((keys_S, params_S, teacher_S, dyn_S)))
 
-    def compile(self, keys_S: Array, dyn_S: dict[str, Array], generations: int) -> int | None:
-        """Compile ``start``, ``measure`` (for generation 0's shapes) and, with later
-        generations, ``step`` for a chunk, as the chain will call them, so that jit reuses
-        the results: the XLA compilations run at once (outside the GIL). The peak memory
-        per device of the largest program."""
+    def start(self, keys_S: Array, dyn_S: dict[str, Array]) -> tuple[ChainState, dict]:
+        """``Chain.start`` over the chunk's lanes."""
+        if not self.shares_fit:
+            return self._start(keys_S, dyn_S)
+        lesson_S, pool_S, metrics = self.begin(keys_S, dyn_S)
+        return ChainState(self.learn(keys_S, np.int32(0), lesson_S, dyn_S), pool_S), metrics
+
+    def step(self, state_S: ChainState, g: Array, keys_S: Array, dyn_S: dict[str, Array]
+             ) -> tuple[ChainState, Any, dict]:
+        """``Chain.step`` over the chunk's lanes (``state_S`` may be consumed)."""
+        if not self.shares_fit:
+            return self._step(state_S, g, keys_S, dyn_S)
+        lesson_S, pool_S, produced = self.produce(state_S, g, keys_S, dyn_S)
+        return (ChainState(self.learn(keys_S, g, lesson_S, dyn_S), pool_S), lesson_S.teacher,
+                produced)
+
+    def _lowered(self, keys_S: Array, dyn_S: dict[str, Array], generations: int
+                 ) -> list[jax.stages.Lowered]:
+        """Every program the chain will call, lowered for the shapes it will be called
+        with (``step`` and ``produce`` only with later generations)."""
         sharding = _lane_sharding(self.chunk)
-        state_S = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding,
-                                           weak_type=x.weak_type),
-            jax.eval_shape(self.start, keys_S, dyn_S)[0])
         generation = jax.ShapeDtypeStruct((), jnp.int32)
-        lowered = [self.start.lower(keys_S, dyn_S),
-                   self.measure.lower(keys_S, generation, state_S.params, state_S.params,
-                                      dyn_S)]
+        state_S = _placed(jax.eval_shape(self.start, keys_S, dyn_S)[0], sharding)
+        measure = self.measure.lower(keys_S, generation, state_S.params, state_S.params,
+                                     dyn_S)
+        if not self.shares_fit:
+            return [self._start.lower(keys_S, dyn_S), measure,
+                    *([self._step.lower(state_S, generation, keys_S, dyn_S)]
+                      if generations else [])]
+        lessons = [_placed(jax.eval_shape(self.begin, keys_S, dyn_S)[0], sharding)]
+        lowered = [self.begin.lower(keys_S, dyn_S), measure]
         if generations:
-            lowered.append(self.step.lower(state_S, generation, keys_S, dyn_S))
+            lowered.append(self.produce.lower(state_S, generation, keys_S, dyn_S))
+            later = _placed(jax.eval_shape(self.produce, state_S, generation, keys_S,
+                                           dyn_S)[0], sharding)
+            lessons = lessons if _same_shapes(later, lessons[0]) else [*lessons, later]
+        return lowered + [self.learn.lower(keys_S, generation, lesson_S, dyn_S)
+                          for lesson_S in lessons]
+
+    def compile(self, keys_S: Array, dyn_S: dict[str, Array], generations: int) -> int | None:
+        """Compile every program for a chunk, as the chain will call them, so that jit
+        reuses the results: the XLA compilations run at once (outside the GIL). The peak
+        memory per device of the largest program."""
+        lowered = self._lowered(keys_S, dyn_S, generations)
         with concurrent.futures.ThreadPoolExecutor(len(lowered) - 1) as threads:
             compiling = [threads.submit(program.compile) for program in lowered[1:]]
             peaks = [peak_bytes(program) for program in

@@ -1,15 +1,19 @@
 """A chain compiles once: no retracing across generations, lanes or chunks of lanes.
 
-Each trace of a chain's ``start`` or ``step`` fits once (the world's ``fit`` or
-``fit_statistics``), and each trace of its ``measure`` calls the world's ``measure`` once,
-so the number of those calls in Python is the number of traces (and so of compiles).
+Each trace of a chain's ``start``, ``step`` or shared ``learn`` fits once (the world's
+``fit`` or ``fit_statistics``), and each trace of its ``measure`` calls the world's
+``measure`` once, so the number of those calls in Python is the number of traces (and so
+of compiles).
 """
 
 import dataclasses
 
+import numpy as np
+import xarray as xr
+
 from sim import experiment
 from sim.config import Config
-from sim.distill import TrainConfig
+from sim.distill import DistillConfig, Objective, TrainConfig
 from sim.lanes import LanesConfig
 from sim.mix import MixConfig, MixPolicy
 from sim.worlds.gaussian import GaussianConfig
@@ -18,10 +22,13 @@ from sim.worlds.markov_lm import MarkovLMConfig
 COUNTED = ("fit", "fit_statistics", "measure")
 
 
-def _traces(cfg: Config) -> dict[str, int]:
-    """How many times a run traces each of the world's ``COUNTED`` methods it has."""
+def _traces(cfg: Config, shares_fit: bool = True) -> dict[str, int]:
+    """How many times a run traces each of the world's ``COUNTED`` methods it has (with
+    ``shares_fit=False``, as if the world had no ``untaught_teacher``)."""
     built = experiment.build(cfg)
     world = built.chain.world
+    if not shares_fit:
+        world.untaught_teacher = lambda: None
     calls = {name: 0 for name in COUNTED if hasattr(world, name)}
 
     def counted(name, method):
@@ -47,14 +54,38 @@ def test_a_closed_form_chain_traces_each_program_once():
                                        lanes=LanesConfig(chunk_size=2))) == once
 
 
+SMALL_LM = Config(world=MarkovLMConfig(n_samples=8, seq_len=4, vocab_size=4, width=8,
+                                      layers=1, heads=1, eval_sequences=4),
+                  train=TrainConfig(steps=1, batch_size=2), generations=3, seeds=3,
+                  lanes=LanesConfig(chunk_size=2), progress=False)
+
+
 def test_a_small_lm_chain_traces_each_program_once():
-    cfg = Config(world=MarkovLMConfig(n_samples=8, seq_len=4, vocab_size=4, width=8, layers=1,
-                                      heads=1, eval_sequences=4),
-                 train=TrainConfig(steps=1, batch_size=2), generations=3, seeds=3,
-                 lanes=LanesConfig(chunk_size=2), progress=False)
-    one_generation = _traces(dataclasses.replace(cfg, generations=1, seeds=2,
-                                                 lanes=LanesConfig()))
-    assert one_generation["measure"] == 1
     # (a fit lane by lane inside vmapped lanes traces each program's fit twice: for one
     # lane and for the loop over lanes)
-    assert _traces(cfg) == one_generation
+    untaught = _traces(dataclasses.replace(SMALL_LM, generations=0, seeds=2,
+                                           lanes=LanesConfig()))
+    assert untaught == {"fit": 2, "measure": 1}
+    # later generations compile no second fit (one ``learn`` for every generation), in
+    # lanes chunked or not
+    assert _traces(dataclasses.replace(SMALL_LM, generations=1, seeds=2,
+                                       lanes=LanesConfig())) == untaught
+    assert _traces(SMALL_LM) == untaught
+    # a student that queries its teacher's logits fits differently from generation 0
+    kl = dataclasses.replace(SMALL_LM, distill=DistillConfig(objective=Objective.soft))
+    assert _traces(kl) == {"fit": 4, "measure": 1}
+
+
+def test_one_fit_for_every_generation_gives_what_two_give():
+    built = experiment.build(SMALL_LM)
+    assert built.chain.shares_fit
+    shared = experiment.run(built)
+    built = experiment.build(SMALL_LM)
+    built.chain.world.untaught_teacher = lambda: None
+    assert not built.chain.shares_fit
+    apart = experiment.run(built)
+    measured = [name for name in shared.data_vars if "generation" in shared[name].dims
+                and name != "wall_time_s" and shared[name].dtype.kind == "f"]
+    assert "nll_real" in measured and "train_loss" in measured
+    xr.testing.assert_allclose(shared[measured], apart[measured], rtol=1e-5)
+    assert np.isfinite(shared["nll_real"]).all()

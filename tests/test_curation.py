@@ -310,7 +310,7 @@ def test_markov_lm_keeps_its_teachers_likeliest_sequences():
     teacher = LMParams(jax.tree.map(lambda w: 4.0 * w, tf.init(jax.random.key(0), arch)),
                        jnp.float32(0), arch)
     dyn = {k: jnp.float32(v) for k, v in built.dyn.items()}
-    tokens, w_N, metrics = chain._produce(jax.random.key(1), ChainState(teacher, ()),
+    tokens, w_N, metrics = chain._synthetic(jax.random.key(1), ChainState(teacher, ()),
                                           jnp.asarray(1), dyn)
     logq_N = np.asarray(world.log_likelihood(teacher, tokens))
     kept = np.asarray(w_N) > 0

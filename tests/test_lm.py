@@ -138,6 +138,21 @@ def test_train_flops_count_the_student_and_the_teacher_queries(teacher_and_data)
         small.student_arch), rtol=1e-6)
 
 
+def test_the_untaught_teacher_stands_in_for_none_where_the_fit_ignores_the_teacher():
+    world = _world(train_cfg=dataclasses.replace(TRAIN, steps=5))
+    real = world.sample_real(jax.random.key(0), TINY.n_samples)
+    fit = jax.jit(lambda d, t: world.fit(jax.random.key(1), d, jnp.ones(TINY.n_samples),
+                                         _dyn(), t))
+    alone, stood_in = fit(real, None), fit(real, world.untaught_teacher())
+    # the same model, of generation 0, at the same cost
+    for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(stood_in)):
+        np.testing.assert_array_equal(a, b)
+    assert int(stood_in.generation) == 0 and stood_in.cfg == alone.cfg
+    # none where the fit reads the teacher (its logits) or trains another architecture
+    assert _world(DistillConfig(objective=Objective.soft)).untaught_teacher() is None
+    assert _world(student=StudentConfig(width=8, heads=1)).untaught_teacher() is None
+
+
 def test_sampling_never_emits_bos_and_greedy_is_deterministic(teacher_and_data):
     teacher, data = teacher_and_data
     assert data.shape == (TINY.n_samples, TINY.seq_len) and data.dtype == jnp.int32

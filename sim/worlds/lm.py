@@ -626,6 +626,20 @@ class LMWorld:
             teacher: LMParams | None) -> LMParams:
         return self.fit_with_losses(key, data, weights_N, dyn, teacher)[0]
 
+    def untaught_teacher(self) -> LMParams | None:
+        """A teacher under which ``fit`` trains as it does with none (generation 0), so
+        that one compiled fit serves every generation (``sim.chain.Chain.shares_fit``):
+        where the objective reads only the text (``hard``) and the student has the
+        teacher's architecture. Zero weights, generation -1 (its student is generation
+        0); None where the fit reads the teacher."""
+        if (self.distill.objective is not Objective.hard
+                or self.student_arch != self.teacher_arch):
+            return None
+        shapes = jax.eval_shape(lambda: tf.init(jax.random.key(0), self.teacher_arch))
+        return LMParams(jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes),
+                        jnp.float32(0.0), self.teacher_arch, jnp.float32(jnp.nan),
+                        jnp.int32(-1))
+
     def generate(self, key: Array, params: LMParams, n: int, dyn: Dyn) -> Array:
         """The text a teacher serves: sampled at the lane's settings, watermarked under
         ``defense=watermark``, shifted under ``defense=antidistillation``."""
