@@ -64,9 +64,9 @@ def _generation_keys(key: Array, generation: Array | int) -> tuple[Array, ...]:
 class Chain(NamedTuple):
     world: World
     mix: Mix
-    # Fit lane by lane when the chain's lanes are vmapped (``sim.lanes.sequential_fit``):
-    # the other phases stay vmapped.
-    sequential_fit: bool = False
+    # Fit and measure one lane at a time inside the chain's vmapped lanes
+    # (``sim.lanes.lane_by_lane``); the teacher's sampling stays vmapped.
+    lane_by_lane: bool = False
     curation: Curation | None = None  # None: filter=none
     teaching: Teaching = Teaching(TeacherKind.previous, 1)
 
@@ -149,10 +149,9 @@ class Chain(NamedTuple):
         return Lesson(real, jnp.ones(n), teacher), pool, metrics
 
     def learn(self, key: Array, generation: Array | int, lesson: Lesson, dyn: Dyn) -> Params:
-        """Generation g's model, fitted on its lesson (lane by lane with
-        ``sequential_fit``)."""
+        """Generation g's model, fitted on its lesson."""
         fit = self.world.fit
-        if self.sequential_fit:
+        if self.lane_by_lane:
             fit = jax.custom_batching.sequential_vmap(fit)
         return fit(_generation_keys(key, generation)[3], lesson.data, lesson.weights_N, dyn,
                    lesson.teacher)
@@ -218,7 +217,10 @@ class Chain(NamedTuple):
         generation 0, which learnt from none, pass the model itself: the metrics in the
         world's ``untaught_metrics`` then take its values)."""
         k_measure = _generation_keys(key, generation)[4]
-        metrics = self.world.measure(k_measure, params, teacher, dyn)
+        measure = self.world.measure
+        if self.lane_by_lane:
+            measure = jax.custom_batching.sequential_vmap(measure)
+        metrics = measure(k_measure, params, teacher, dyn)
         if hasattr(self.world, "untaught_metrics"):
             untaught = self.world.untaught_metrics(params)
             metrics = {name: jnp.where(generation == 0, untaught[name], value)

@@ -23,7 +23,7 @@ from sim.divergence import DIVERGED_INFO, mark_diverged
 from sim.distill import validate as validate_distill
 from sim.errors import require
 from sim.exposure import check_strengths, defense_settings
-from sim.lanes import lane_keys, resolve_strategy, run_lanes, sequential_fit
+from sim.lanes import lane_by_lane, lane_keys, resolve_strategy, run_lanes
 from sim.metrics.retention import RETENTION_INFO, relative_metrics, retention_metrics
 from sim.mix import check_fresh_counts, make_mix
 from sim.mix import validate as validate_mix
@@ -77,7 +77,7 @@ def build(cfg: Config) -> Experiment:
            "filter.keep": cfg.filter.keep, "filter.noise": cfg.filter.noise,
            **dynamic_settings(cfg.distill, cfg.sampling, cfg.train),
            **defense_settings(cfg.defense)}
-    chain = Chain(world, mix, sequential_fit(cfg.lanes, world),
+    chain = Chain(world, mix, lane_by_lane(cfg.lanes, world),
                   curation=curation if curation.active else None, teaching=teaching)
     return Experiment(cfg, chain, dyn, grid)
 

@@ -82,12 +82,13 @@ def resolve_strategy(cfg: LanesConfig, cpu_lane_batch: int = 0) -> tuple[Strateg
     return (Strategy.map if _single_cpu() and cpu_lane_batch else Strategy.vmap), batch_size
 
 
-def sequential_fit(cfg: LanesConfig, world: Any) -> bool:
-    """Whether the chain fits lane by lane inside its vmapped lanes: under ``auto`` on one
-    CPU device, for worlds that measured it faster (``cpu_sequential_fit``: training a
-    transformer one lane at a time, while its sampling prefers the vmap)."""
+def lane_by_lane(cfg: LanesConfig, world: Any) -> bool:
+    """Whether the chain fits and measures lane by lane inside its vmapped lanes: under
+    ``auto`` on one CPU device, for worlds that measured it faster (``cpu_lane_by_lane``:
+    a transformer's training and held-out forward passes one lane at a time, while its
+    sampling for the next generation prefers the vmap)."""
     return (cfg.strategy is Strategy.auto and _single_cpu()
-            and getattr(world, "cpu_sequential_fit", False))
+            and getattr(world, "cpu_lane_by_lane", False))
 
 
 def over_lanes(fn: Callable[[Any], Any], strategy: Strategy, batch_size: int,

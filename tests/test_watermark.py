@@ -93,7 +93,7 @@ def chains():
     built = experiment.build(cfg)
     # 6 lanes in lax.map batches of 4, fitted lane by lane: this once hung in jaxlib 0.10's
     # batched LAPACK calls (sim.lapack), and watermarked worlds fitted the vmapped lanes
-    assert built.chain.world.cpu_sequential_fit
+    assert built.chain.world.cpu_lane_by_lane
     ds = experiment.run(built)
     return ds.sel({"defense.delta": 0.0}), ds.sel({"defense.delta": 2.0})
 

@@ -70,9 +70,9 @@ class World(Protocol):
     # On a single CPU, the lanes per lax.map batch that measured fastest, or 0 when one wide
     # vmap wins (closed-form fits are cheap per lane and vmap wins; a transformer's may not).
     cpu_lane_batch: int
-    # Optional: True where fitting one lane at a time beats fitting the vmapped lanes on
-    # one CPU (sim.lanes.sequential_fit); absent = False
-    # cpu_sequential_fit: bool
+    # Optional: True where fitting and measuring one lane at a time beats the vmapped
+    # lanes on one CPU (sim.lanes.lane_by_lane); absent = False
+    # cpu_lane_by_lane: bool
     metric_info: Mapping[str, MetricInfo]  # every metric ``measure`` returns, in order
     headline: tuple[str, ...]  # metrics printed in the run summary
     # (metric, "ratio" | "likelihood") whose change from generation 0 is the world's
@@ -103,6 +103,11 @@ class World(Protocol):
     # generation 0 against the model itself (one compiled ``measure`` for every
     # generation) and then puts these values in place of those metrics; absent = none.
     # untaught_metrics(params) -> {name: value at generation 0} (NaN for teacher metrics)
+    # Optional, for worlds whose ``fit`` may ignore its teacher (e.g. an LM trained on the
+    # teacher's text alone): a stand-in teacher, with a real teacher's shapes, under which
+    # ``fit`` computes what it computes with None, or None where the fit reads the teacher;
+    # the chain then compiles one fit for every generation (``Chain.shares_fit``).
+    # untaught_teacher() -> Params | None
 
     def sample_real(self, key: Array, n: int) -> Data:
         """n samples of real data."""
