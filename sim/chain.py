@@ -64,8 +64,8 @@ def _generation_keys(key: Array, generation: Array | int) -> tuple[Array, ...]:
 class Chain(NamedTuple):
     world: World
     mix: Mix
-    # Fit and measure one lane at a time inside the chain's vmapped lanes
-    # (``sim.lanes.lane_by_lane``); the teacher's sampling stays vmapped.
+    # Sample, fit and measure one lane at a time inside the chain's vmapped lanes
+    # (``sim.lanes.lane_by_lane``).
     lane_by_lane: bool = False
     curation: Curation | None = None  # None: filter=none
     teaching: Teaching = Teaching(TeacherKind.previous, 1)
@@ -108,8 +108,12 @@ class Chain(NamedTuple):
         """The teacher's n samples, their weights (None: all 1; else the first n_g of a
         synthetic count schedule, less what the filter drops) and the curation metrics."""
         n = self.world.n_samples
-        synthetic = self.teaching.generate(self.world, key, state.params, state.teachers, n,
-                                           dyn)
+        def generate(key: Array, params: Params, teachers: Any, dyn: Dyn) -> Data:
+            return self.teaching.generate(self.world, key, params, teachers, n, dyn)
+
+        if self.lane_by_lane:
+            generate = jax.custom_batching.sequential_vmap(generate)
+        synthetic = generate(key, state.params, state.teachers, dyn)
         valid_N = self.mix.synthetic_mask(generation)
         if self.curation is None:
             return synthetic, valid_N, {}

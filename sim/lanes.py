@@ -83,10 +83,10 @@ def resolve_strategy(cfg: LanesConfig, cpu_lane_batch: int = 0) -> tuple[Strateg
 
 
 def lane_by_lane(cfg: LanesConfig, world: Any) -> bool:
-    """Whether the chain fits and measures lane by lane inside its vmapped lanes: under
-    ``auto`` on one CPU device, for worlds that measured it faster (``cpu_lane_by_lane``:
-    a transformer's training and held-out forward passes one lane at a time, while its
-    sampling for the next generation prefers the vmap)."""
+    """Whether the chain samples, fits and measures lane by lane inside its vmapped lanes:
+    under ``auto`` on one CPU device, for worlds that measured it faster
+    (``cpu_lane_by_lane``: a transformer's training, sampling and held-out forward passes
+    one lane at a time)."""
     return (cfg.strategy is Strategy.auto and _single_cpu()
             and getattr(world, "cpu_lane_by_lane", False))
 

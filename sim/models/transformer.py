@@ -370,17 +370,18 @@ def _contrast_step(contrast: Contrast, caches: tuple[Cache, Cache], token_R: Arr
     return sampling.contrast(plus_RxV, minus_RxV, contrast.weight), (cache_plus, cache_minus)
 
 
-CPU_ROW_BLOCK = 256  # rows per block when sampling on CPU (``row_block``)
+CPU_ROW_BLOCK = 1024  # rows per block when sampling on CPU (``row_block``)
 
 
 def row_block(batch: int) -> int:
     """Rows sampled together: on CPU the largest divisor of ``batch`` up to
     ``CPU_ROW_BLOCK``, which bounds the KV caches' memory (for the ``lm`` benchmark's model,
-    131 KB a row: 33 MB a lane) and the sampler's loop overhead per token; elsewhere all of
-    them, which fills an accelerator. 4 lanes x 1024 x 64 tokens of the ``lm`` benchmark,
-    warm: on an AMD host, blocks of 64 rows ran 1.2x the tokens/s of one block of 1024; on
-    an Intel host, blocks of 256 ran 30.9-32.6k tokens/s and of 512 31.7-34.2k against
-    18.5-29.4k for blocks of 64, with no more CPU time (docs/performance.md)."""
+    131 KB a row: 134 MB for 1024 rows) and the sampler's loop overhead per token;
+    elsewhere all of them, which fills an accelerator. 4 lanes x 1024 x 64 tokens of the
+    ``lm`` benchmark, warm, on an Intel host: the lanes one after another in one block of
+    1024 rows each ran 35.3-36.6k tokens/s against 30.3-33.8k for the vmapped lanes in
+    blocks of 256 (and 18.5-29.4k in blocks of 64); on an AMD host, vmapped blocks of 64
+    had run 1.2x the tokens/s of 1024 (docs/performance.md)."""
     if jax.default_backend() != "cpu" or batch <= CPU_ROW_BLOCK:
         return batch
     return max(b for b in range(1, CPU_ROW_BLOCK + 1) if batch % b == 0)

@@ -70,8 +70,8 @@ class World(Protocol):
     # On a single CPU, the lanes per lax.map batch that measured fastest, or 0 when one wide
     # vmap wins (closed-form fits are cheap per lane and vmap wins; a transformer's may not).
     cpu_lane_batch: int
-    # Optional: True where fitting and measuring one lane at a time beats the vmapped
-    # lanes on one CPU (sim.lanes.lane_by_lane); absent = False
+    # Optional: True where sampling, fitting and measuring one lane at a time beats the
+    # vmapped lanes on one CPU (sim.lanes.lane_by_lane); absent = False
     # cpu_lane_by_lane: bool
     metric_info: Mapping[str, MetricInfo]  # every metric ``measure`` returns, in order
     headline: tuple[str, ...]  # metrics printed in the run summary

@@ -451,8 +451,8 @@ class LMWorld:
     # 16 lanes: vmap 99.9k, map/4 114.6k, map/8 100.0k; 32 lanes: vmap 96.9k, map/4 114.0k,
     # map/16 104.1k. Whole default chains (G=10, 4 seeds): vmap 56.4 s, map/1 57.3 s.
     cpu_lane_batch = 4
-    # ... but training and measuring one lane at a time beat the vmapped lanes (sim.lanes.
-    # lane_by_lane; docs/performance.md), while sampling the pool prefers the vmap.
+    # ... but training, sampling and measuring one lane at a time beat the vmapped lanes
+    # (sim.lanes.lane_by_lane; docs/performance.md).
     cpu_lane_by_lane = True
     metric_info: Mapping[str, MetricInfo]  # set_metric_info
     headline: tuple[str, ...] = ("nll_real", "model_entropy", "entropy", "agreement")
