@@ -108,6 +108,7 @@ class Chain(NamedTuple):
         """The teacher's n samples, their weights (None: all 1; else the first n_g of a
         synthetic count schedule, less what the filter drops) and the curation metrics."""
         n = self.world.n_samples
+
         def generate(key: Array, params: Params, teachers: Any, dyn: Dyn) -> Data:
             return self.teaching.generate(self.world, key, params, teachers, n, dyn)
 
@@ -196,7 +197,7 @@ class Chain(NamedTuple):
              dyn: Dyn) -> tuple[ChainState, Params, dict[str, Array]]:
         """Generation g >= 1: the previous model teaches and a new model is fitted. The new
         state, the teacher (for ``measure``) and the metrics of the synthetic data."""
-        _, k_synth, _, _, _ = _generation_keys(key, generation)
+        k_synth = _generation_keys(key, generation)[1]
         teacher = self._teacher(state)
         if (self.summarises and self.mix.policy is MixPolicy.replace
                 and hasattr(self.world, "refit")):

@@ -22,13 +22,10 @@ from sim.worlds.markov_lm import MarkovLMConfig
 COUNTED = ("fit", "fit_statistics", "measure")
 
 
-def _traces(cfg: Config, shares_fit: bool = True) -> dict[str, int]:
-    """How many times a run traces each of the world's ``COUNTED`` methods it has (with
-    ``shares_fit=False``, as if the world had no ``untaught_teacher``)."""
+def _traces(cfg: Config) -> dict[str, int]:
+    """How many times a run traces each of the world's ``COUNTED`` methods it has."""
     built = experiment.build(cfg)
     world = built.chain.world
-    if not shares_fit:
-        world.untaught_teacher = lambda: None
     calls = {name: 0 for name in COUNTED if hasattr(world, name)}
 
     def counted(name, method):
