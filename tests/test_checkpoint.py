@@ -52,11 +52,14 @@ LM = Config(world=MarkovLMConfig(n_samples=32, seq_len=8, vocab_size=8, width=16
 @pytest.mark.filterwarnings("ignore:Some donated buffers were not usable")
 @pytest.mark.parametrize("cfg,resume_from", [
     pytest.param(GAUSSIAN, None, id="gaussian_in_chunks"),
-    pytest.param(LM, [1], id="lm_smaller_student", marks=pytest.mark.slow)])
+    pytest.param(LM, [1], id="lm_smaller_student", marks=pytest.mark.slow),
+    pytest.param(dataclasses.replace(LM, student=StudentConfig()), [0, 1], id="lm_one_fit",
+                 marks=pytest.mark.slow)])
 def test_resuming_from_a_checkpoint_gives_the_uninterrupted_dataset(cfg, resume_from, tmp_path):
     """From every checkpoint of a chain in two chunks of lanes (the last one padded); from
     the student's first generation of an LM chain whose student is smaller (its state has
-    other shapes than generation 0's)."""
+    other shapes than generation 0's); from generations 0 and 1 of an LM chain that
+    compiles one fit for every generation (``Chain.shares_fit``)."""
     built = experiment.build(cfg)
     snapshots = []
     full = experiment.run(built, save=lambda make: snapshots.append(make()))
