@@ -44,6 +44,7 @@ from hydra import compose, initialize_config_dir
 
 from sim import experiment
 from sim import grid as grids
+from sim.chain import ChainState
 from sim.cli import CONF_DIR
 from sim.config import Config, register_configs, to_config
 from sim.lanes import lane_keys, over_lanes, peak_rss_bytes, resolve_strategy
@@ -163,21 +164,17 @@ def run_timed(cfg: Config) -> tuple[experiment.Experiment, Any, float, float]:
 def sample_seconds(built: experiment.Experiment, repeats: int = 2) -> float:
     """Warm seconds of one generation's sampling (``n_samples`` sequences per lane from a
     freshly initialised model: the cost does not depend on the weights), on the run's
-    lanes under the run's lane strategy (lane by lane where the chain samples so)."""
+    lanes under the run's lane strategy, as the chain samples (``Chain.generate``)."""
     cfg, world = built.cfg, built.chain.world
     arch = world.teacher_arch
     keys_L = lane_keys(cfg.seed, cfg.seeds)
     dyn_L = grids.lane_settings(built.dyn, built.grid, cfg.seeds)
     weights_L = jax.vmap(tf.init, (0, None))(keys_L, arch)
     strategy, batch_size = resolve_strategy(cfg.lanes, world.cpu_lane_batch)
-
-    def one_lane(key: jax.Array, weights: Any, dyn: dict[str, jax.Array]) -> jax.Array:
-        return world.generate(key, LMParams(weights, jnp.float32(0), arch), world.n_samples,
-                              dyn)
-
-    if built.chain.lane_by_lane:
-        one_lane = jax.custom_batching.sequential_vmap(one_lane)
-    generate = jax.jit(over_lanes(lambda a: one_lane(*a), strategy, batch_size, cfg.seeds))
+    generate = jax.jit(over_lanes(
+        lambda a: built.chain.generate(
+            a[0], ChainState(LMParams(a[1], jnp.float32(0), arch), ()), a[2]),
+        strategy, batch_size, cfg.seeds))
     run = lambda: jax.block_until_ready(generate((keys_L, weights_L, dyn_L)))  # noqa: E731
     run()
     return best_seconds(run, repeats)

@@ -70,6 +70,11 @@ class Chain(NamedTuple):
     curation: Curation | None = None  # None: filter=none
     teaching: Teaching = Teaching(TeacherKind.previous, 1)
 
+    def _lanewise(self, fn: Any) -> Any:
+        """``fn``, run one lane at a time inside vmapped lanes where the chain runs lane by
+        lane."""
+        return jax.custom_batching.sequential_vmap(fn) if self.lane_by_lane else fn
+
     @property
     def shares_fit(self) -> bool:
         """Whether every generation's fit can be one compiled program: the chain learns from
@@ -103,18 +108,21 @@ class Chain(NamedTuple):
         return {**self.world.metric_info, **(CURATION_INFO if self.curation else {}),
                 **MIX_INFO}
 
+    def generate(self, key: Array, state: ChainState, dyn: Dyn) -> Data:
+        """The teacher's n samples, as the chain draws them (lane by lane where it runs lane
+        by lane)."""
+        n = self.world.n_samples
+
+        def teach(key: Array, params: Params, teachers: Any, dyn: Dyn) -> Data:
+            return self.teaching.generate(self.world, key, params, teachers, n, dyn)
+
+        return self._lanewise(teach)(key, state.params, state.teachers, dyn)
+
     def _synthetic(self, key: Array, state: ChainState, generation: Array, dyn: Dyn
                    ) -> tuple[Data, Array | None, dict[str, Array]]:
         """The teacher's n samples, their weights (None: all 1; else the first n_g of a
         synthetic count schedule, less what the filter drops) and the curation metrics."""
-        n = self.world.n_samples
-
-        def generate(key: Array, params: Params, teachers: Any, dyn: Dyn) -> Data:
-            return self.teaching.generate(self.world, key, params, teachers, n, dyn)
-
-        if self.lane_by_lane:
-            generate = jax.custom_batching.sequential_vmap(generate)
-        synthetic = generate(key, state.params, state.teachers, dyn)
+        synthetic = self.generate(key, state, dyn)
         valid_N = self.mix.synthetic_mask(generation)
         if self.curation is None:
             return synthetic, valid_N, {}
@@ -155,11 +163,9 @@ class Chain(NamedTuple):
 
     def learn(self, key: Array, generation: Array | int, lesson: Lesson, dyn: Dyn) -> Params:
         """Generation g's model, fitted on its lesson."""
-        fit = self.world.fit
-        if self.lane_by_lane:
-            fit = jax.custom_batching.sequential_vmap(fit)
-        return fit(_generation_keys(key, generation)[3], lesson.data, lesson.weights_N, dyn,
-                   lesson.teacher)
+        return self._lanewise(self.world.fit)(_generation_keys(key, generation)[3],
+                                              lesson.data, lesson.weights_N, dyn,
+                                              lesson.teacher)
 
     def start(self, key: Array, dyn: Dyn) -> tuple[ChainState, dict[str, Array]]:
         """Generation 0: fit on n real samples; the metrics of its (absent) synthetic data."""
@@ -222,10 +228,7 @@ class Chain(NamedTuple):
         generation 0, which learnt from none, pass the model itself: the metrics in the
         world's ``untaught_metrics`` then take its values)."""
         k_measure = _generation_keys(key, generation)[4]
-        measure = self.world.measure
-        if self.lane_by_lane:
-            measure = jax.custom_batching.sequential_vmap(measure)
-        metrics = measure(k_measure, params, teacher, dyn)
+        metrics = self._lanewise(self.world.measure)(k_measure, params, teacher, dyn)
         if hasattr(self.world, "untaught_metrics"):
             untaught = self.world.untaught_metrics(params)
             metrics = {name: jnp.where(generation == 0, untaught[name], value)

@@ -32,6 +32,7 @@ import numpy as np
 import yaml
 
 from sim.errors import ConfigError, require
+from sim.files import replacing
 
 DIRECTORY = "checkpoint"
 FILE = "state.npz"
@@ -144,16 +145,11 @@ def save(run_dir: str | os.PathLike, config: str, snapshot: Snapshot) -> Path:
     directory = Path(run_dir) / DIRECTORY
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / FILE
-    tmp = directory / f".{FILE}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as file:
-            np.savez(file, **dict(_entries(config, snapshot)))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(directory)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replacing(path) as tmp, open(tmp, "wb") as file:
+        np.savez(file, **dict(_entries(config, snapshot)))
+        file.flush()
+        os.fsync(file.fileno())
+    _fsync_dir(directory)
     return path
 
 

@@ -147,12 +147,6 @@ def _placed(tree: Any, sharding: NamedSharding | None) -> Any:
                                                        weak_type=x.weak_type), tree)
 
 
-def _same_shapes(a: Any, b: Any) -> bool:
-    leaves = [(x.shape, x.dtype, x.weak_type) for x in jax.tree.leaves(a)]
-    return (jax.tree.structure(a) == jax.tree.structure(b)
-            and leaves == [(x.shape, x.dtype, x.weak_type) for x in jax.tree.leaves(b)])
-
-
 class _Programs:
     """The compiled programs of a chain for chunks of ``chunk`` lanes: ``start``, ``step``
     and ``measure``, where ``start`` and ``step`` are each the lesson's program (``begin``,
@@ -211,15 +205,12 @@ class _Programs:
             return [self._start.lower(keys_S, dyn_S), measure,
                     *([self._step.lower(state_S, generation, keys_S, dyn_S)]
                       if generations else [])]
-        lessons = [_placed(jax.eval_shape(self.begin, keys_S, dyn_S)[0], sharding)]
-        lowered = [self.begin.lower(keys_S, dyn_S), measure]
-        if generations:
-            lowered.append(self.produce.lower(state_S, generation, keys_S, dyn_S))
-            later = _placed(jax.eval_shape(self.produce, state_S, generation, keys_S,
-                                           dyn_S)[0], sharding)
-            lessons = lessons if _same_shapes(later, lessons[0]) else [*lessons, later]
-        return lowered + [self.learn.lower(keys_S, generation, lesson_S, dyn_S)
-                          for lesson_S in lessons]
+        # every generation's lesson has generation 0's shapes (``Chain.shares_fit``)
+        lesson_S = _placed(jax.eval_shape(self.begin, keys_S, dyn_S)[0], sharding)
+        return [self.begin.lower(keys_S, dyn_S), measure,
+                self.learn.lower(keys_S, generation, lesson_S, dyn_S),
+                *([self.produce.lower(state_S, generation, keys_S, dyn_S)]
+                  if generations else [])]
 
     def compile(self, keys_S: Array, dyn_S: dict[str, Array], generations: int) -> int | None:
         """Compile every program for a chunk, as the chain will call them, so that jit

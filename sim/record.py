@@ -23,6 +23,7 @@ import jax
 import numpy as np
 import xarray as xr
 
+from sim.files import replacing
 from sim.grid import Grid
 from sim.grid import shape as grid_shape
 from sim.worlds.base import MetricInfo
@@ -146,10 +147,6 @@ def write_atomic(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write NetCDF to a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(path) as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -17,7 +17,6 @@ No ``from __future__ import annotations`` here: Hydra loads plugins outside ``sy
 where dataclasses cannot resolve string annotations.
 """
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -27,7 +26,9 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 
-from sim.grid import TRACED_KEYS  # imports no JAX: loading Hydra's plugins must not start it
+# neither imports JAX: loading Hydra's plugins must not start it
+from sim.files import replacing
+from sim.grid import TRACED_KEYS
 
 
 @dataclass
@@ -72,9 +73,8 @@ class VectorisedSweeper(BasicSweeper):
             return super().sweep(arguments)
         except SystemExit as refused:
             if refused.code == 2 and before is not None:
-                partial = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-                partial.write_bytes(before)
-                os.replace(partial, record)
+                with replacing(record) as partial:
+                    partial.write_bytes(before)
             raise
 
     def split_arguments(self, overrides: List[Override],  # type: ignore[override]
