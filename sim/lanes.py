@@ -2,8 +2,9 @@
 
 Each lane has its own key and its own dynamic settings. Lanes run under ``vmap`` (one wide
 batch: what fills a GPU) or ``lax.map`` over batches of ``batch_size`` vmapped lanes (less
-memory traffic on a small CPU). With several local devices the lanes are sharded across
-them along a ``lanes`` mesh axis. Generations run one compiled call each, so long chains
+memory traffic on a small CPU). With several local devices, each runs its share of the
+lanes (``jax.shard_map`` along a ``lanes`` mesh axis); on the CPU, ``sim`` makes one device
+per core, so that each core trains its own lanes. Generations run one compiled call each, so long chains
 show progress and every generation is a checkpoint boundary: ``run_lanes`` offers a
 snapshot of its progress after each one (``sim.checkpoint``) and resumes from one.
 
@@ -63,9 +64,10 @@ def lane_keys(seed: int, lanes: int | np.ndarray) -> Array:
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(indices, jnp.int32))
 
 
-def _single_cpu() -> bool:
-    """Whether this process computes on one CPU device (no accelerator, no CPU mesh)."""
-    return jax.default_backend() == "cpu" and jax.local_device_count() == 1
+def _on_cpu() -> bool:
+    """Whether this process computes on the CPU (each of its CPU devices runs its own
+    lanes, ``_lane_mesh``)."""
+    return jax.default_backend() == "cpu"
 
 
 def resolve_strategy(cfg: LanesConfig, cpu_lane_batch: int = 0) -> tuple[Strategy, int]:
@@ -79,7 +81,7 @@ def resolve_strategy(cfg: LanesConfig, cpu_lane_batch: int = 0) -> tuple[Strateg
     batch_size = cfg.batch_size or cpu_lane_batch or DEFAULT_BATCH
     if cfg.strategy is not Strategy.auto:
         return cfg.strategy, batch_size
-    return (Strategy.map if _single_cpu() and cpu_lane_batch else Strategy.vmap), batch_size
+    return (Strategy.map if _on_cpu() and cpu_lane_batch else Strategy.vmap), batch_size
 
 
 def lane_by_lane(cfg: LanesConfig, world: Any) -> bool:
@@ -87,7 +89,7 @@ def lane_by_lane(cfg: LanesConfig, world: Any) -> bool:
     under ``auto`` on one CPU device, for worlds that measured it faster
     (``cpu_lane_by_lane``: a transformer's training, sampling and held-out forward passes
     one lane at a time)."""
-    return (cfg.strategy is Strategy.auto and _single_cpu()
+    return (cfg.strategy is Strategy.auto and _on_cpu()
             and getattr(world, "cpu_lane_by_lane", False))
 
 
@@ -99,16 +101,39 @@ def over_lanes(fn: Callable[[Any], Any], strategy: Strategy, batch_size: int,
     return lambda xs: jax.lax.map(fn, xs, batch_size=batch_size)
 
 
-def _lane_sharding(lanes: int) -> NamedSharding | None:
-    """The lane axis split across all local devices, where there are several and it
-    divides evenly."""
+def lane_mesh(lanes: int) -> Mesh | None:
+    """The local devices the lanes split across, each running its share of them: the most
+    devices that divide the lanes evenly (None: one device runs them all). On the CPU,
+    ``sim`` makes one device per core (``sim/__init__.py``)."""
     devices = jax.local_devices()
-    if len(devices) == 1 or lanes % len(devices):
-        return None
-    return NamedSharding(Mesh(np.array(devices), ("lanes",)), PartitionSpec("lanes"))
+    count = max(d for d in range(1, len(devices) + 1) if lanes % d == 0)
+    return None if count == 1 else Mesh(np.array(devices[:count]), ("lanes",))
 
 
-def _shard(tree: Any, lanes: int) -> Any:
+def lanes_per_device(lanes: int, mesh: Mesh | None) -> int:
+    return lanes if mesh is None else lanes // mesh.size
+
+
+def over_devices(fn: Callable[..., Any], mesh: Mesh | None, lane_args: str
+                 ) -> Callable[..., Any]:
+    """``fn`` of lane-batched arguments, run by each of ``mesh``'s devices on its own lanes
+    (``jax.shard_map``; ``fn`` itself without a mesh). ``lane_args`` marks each argument
+    as lane-batched ("L") or shared ("-"); every output is lane-batched. The lanes are
+    independent, so no device waits for another."""
+    if mesh is None:
+        return fn
+    return jax.shard_map(fn, mesh=mesh, check_vma=False, out_specs=PartitionSpec("lanes"),
+                         in_specs=tuple(PartitionSpec("lanes") if a == "L" else PartitionSpec()
+                                        for a in lane_args))
+
+
+def _lane_sharding(lanes: int) -> NamedSharding | None:
+    """The lane axis split across ``lane_mesh``'s devices."""
+    mesh = lane_mesh(lanes)
+    return None if mesh is None else NamedSharding(mesh, PartitionSpec("lanes"))
+
+
+def shard(tree: Any, lanes: int) -> Any:
     """Place the lane axis across all local devices when it divides evenly."""
     sharding = _lane_sharding(lanes)
     return tree if sharding is None else jax.device_put(tree, sharding)
@@ -154,27 +179,35 @@ class _Programs:
     ``shares_fit``."""
 
     def __init__(self, chain: Chain, strategy: Strategy, batch_size: int, chunk: int):
-        over = functools.partial(over_lanes, strategy=strategy, batch_size=batch_size,
-                                 lanes=chunk)
         self.chunk = chunk
         self.shares_fit = chain.shares_fit
+        mesh = lane_mesh(chunk)
+        over = functools.partial(over_lanes, strategy=strategy, batch_size=batch_size,
+                                 lanes=lanes_per_device(chunk, mesh))
+
+        def program(fn: Callable[..., Any], lane_args: str, **jit: Any) -> Any:
+            return jax.jit(over_devices(fn, mesh, lane_args), **jit)
+
         if self.shares_fit:
-            self.begin = jax.jit(lambda keys_S, dyn_S: over(lambda a: chain.begin(*a))(
-                (keys_S, dyn_S)))
-            self.produce = jax.jit(lambda state_S, g, keys_S, dyn_S: over(
-                lambda a: chain.produce(a[0], g, a[1], a[2]))((state_S, keys_S, dyn_S)))
-            self.learn = jax.jit(lambda keys_S, g, lesson_S, dyn_S: over(
-                lambda a: chain.learn(a[0], g, a[1], a[2]))((keys_S, lesson_S, dyn_S)))
+            self.begin = program(lambda keys_S, dyn_S: over(lambda a: chain.begin(*a))(
+                (keys_S, dyn_S)), "LL")
+            self.produce = program(lambda state_S, g, keys_S, dyn_S: over(
+                lambda a: chain.produce(a[0], g, a[1], a[2]))((state_S, keys_S, dyn_S)),
+                "L-LL")
+            self.learn = program(lambda keys_S, g, lesson_S, dyn_S: over(
+                lambda a: chain.learn(a[0], g, a[1], a[2]))((keys_S, lesson_S, dyn_S)),
+                "L-LL")
         else:
-            self._start = jax.jit(lambda keys_S, dyn_S: over(lambda a: chain.start(*a))(
-                (keys_S, dyn_S)))
-            self._step = jax.jit(
+            self._start = program(lambda keys_S, dyn_S: over(lambda a: chain.start(*a))(
+                (keys_S, dyn_S)), "LL")
+            self._step = program(
                 lambda state_S, g, keys_S, dyn_S: over(
                     lambda a: chain.step(a[0], g, a[1], a[2]))((state_S, keys_S, dyn_S)),
-                donate_argnums=0)
-        self.measure = jax.jit(
+                "L-LL", donate_argnums=0)
+        self.measure = program(
             lambda keys_S, g, params_S, teacher_S, dyn_S: over(
-                lambda a: chain.measure(a[0], g, *a[1:]))((keys_S, params_S, teacher_S, dyn_S)))
+                lambda a: chain.measure(a[0], g, *a[1:]))((keys_S, params_S, teacher_S, dyn_S)),
+            "L-LLL")
 
     def start(self, keys_S: Array, dyn_S: dict[str, Array]) -> tuple[ChainState, dict]:
         """``Chain.start`` over the chunk's lanes."""
@@ -229,7 +262,7 @@ def _chunk_inputs(keys_L: Array, dyn_L: dict[str, Array], lanes: slice,
     """Lanes ``lanes`` padded to ``chunk`` with copies of the last (dropped afterwards)."""
     index = np.minimum(np.arange(lanes.start, lanes.start + chunk), lanes.stop - 1)
     keys_S = jax.random.wrap_key_data(np.asarray(jax.random.key_data(keys_L))[index])
-    return _shard((keys_S, {k: np.asarray(v)[index] for k, v in dyn_L.items()}), chunk)
+    return shard((keys_S, {k: np.asarray(v)[index] for k, v in dyn_L.items()}), chunk)
 
 
 def plan_chunk(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], cfg: LanesConfig,
@@ -245,6 +278,8 @@ def plan_chunk(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], cfg: LanesC
                          generations)
         return programs
     budget = cfg.memory_fraction * free_memory_bytes(jax.local_devices()[0])  # per device
+    if _on_cpu():  # CPU devices share the host's memory
+        budget /= devices
     chunk = lanes
     while True:
         programs = _Programs(chain, strategy, batch_size, chunk)
@@ -337,7 +372,7 @@ def _resume_chunk(programs: _Programs, keys_S: Array, dyn_S: dict[str, Array],
                   snapshot: checkpoint.Snapshot) -> tuple[Any, list[dict]]:
     """The chunk in progress of a checkpoint: its state on the devices and its metrics."""
     template = _state_template(programs, keys_S, dyn_S, snapshot.generation)
-    state_S = _shard(checkpoint.from_host(snapshot.state, template), programs.chunk)
+    state_S = shard(checkpoint.from_host(snapshot.state, template), programs.chunk)
     history = [{name: values[g] for name, values in snapshot.history.items()}
                for g in range(snapshot.generation + 1)]
     return state_S, history

@@ -27,8 +27,11 @@ def _run(**changes):
 
 
 def test_a_lane_does_not_depend_on_how_many_lanes_run():
+    # to float32 rounding: on 2 CPU devices, 2 lanes run one per device, 5 on one device
+    # (sim.lanes.lane_mesh), and XLA vectorises a batch of 1 otherwise than one of 5
     few, many = _run(seeds=2), _run(seeds=5)
-    np.testing.assert_array_equal(few.w2_to_truth, many.w2_to_truth.isel(seed=slice(0, 2)))
+    np.testing.assert_allclose(few.w2_to_truth, many.w2_to_truth.isel(seed=slice(0, 2)),
+                               rtol=1e-5)
 
 
 def test_strategies_agree():
@@ -67,24 +70,29 @@ from sim import experiment, lanes
 from sim.config import Config
 from sim.mix import MixConfig, MixPolicy
 from sim.worlds.gaussian import GaussianConfig
-keys = lanes._shard(lanes.lane_keys(0, 4), 4)
-assert len(keys.sharding.device_set) == 2, keys.sharding
+keys = lanes.shard(lanes.lane_keys(0, 4), 4)
 cfg = Config(world=GaussianConfig(dim=2, n_samples=16), generations=3, seeds=4, progress=False,
              mix=MixConfig(policy=MixPolicy.accumulate_subsample, subsample_size=20))
 ds = experiment.run(experiment.build(cfg))
-print(json.dumps([ds.attrs["device_count"], ds.w2_to_truth.values.tolist()]))
+print(json.dumps([ds.attrs["device_count"], len(keys.sharding.device_set),
+                  ds.w2_to_truth.values.tolist()]))
 """
 
 
-def test_lanes_shard_across_devices_with_identical_results():
-    flags = os.environ.get("XLA_FLAGS", "")  # the suite's (conftest.py), for equal numbers
-    env = {**os.environ, "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=2",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+def test_lanes_split_across_devices_with_identical_results():
+    # this process has one CPU device per core (sim/__init__.py); the subprocess another
+    # number of devices, and the suite's other flags (conftest.py), for equal numbers
+    import jax
+    here = jax.local_device_count()
+    there = 1 if here > 1 else 2
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "XLA_FLAGS": " ".join([*flags, f"--xla_force_host_platform_device_count={there}"])}
     out = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    devices, values = json.loads(out.stdout.strip().splitlines()[-1])
-    assert devices == 2
+    devices, splits, values = json.loads(out.stdout.strip().splitlines()[-1])
+    assert devices == splits == there
     np.testing.assert_array_equal(values, _run().w2_to_truth.values)
 
 
