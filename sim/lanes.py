@@ -43,7 +43,7 @@ DEFAULT_BATCH = 64  # lanes per batch for strategy=map when neither config nor w
 
 
 class Strategy(str, enum.Enum):
-    auto = "auto"  # vmap, except lax.map batches on one CPU where the world measured faster
+    auto = "auto"  # vmap, except lax.map batches on the CPU where the world measured faster
     vmap = "vmap"
     map = "map"
 
@@ -86,9 +86,9 @@ def resolve_strategy(cfg: LanesConfig, cpu_lane_batch: int = 0) -> tuple[Strateg
 
 def lane_by_lane(cfg: LanesConfig, world: Any) -> bool:
     """Whether the chain samples, fits and measures lane by lane inside its vmapped lanes:
-    under ``auto`` on one CPU device, for worlds that measured it faster
-    (``cpu_lane_by_lane``: a transformer's training, sampling and held-out forward passes
-    one lane at a time)."""
+    under ``auto`` on the CPU (each CPU device its own lanes), for worlds that measured it
+    faster (``cpu_lane_by_lane``: a transformer's training, sampling and held-out forward
+    passes one lane at a time)."""
     return (cfg.strategy is Strategy.auto and _on_cpu()
             and getattr(world, "cpu_lane_by_lane", False))
 

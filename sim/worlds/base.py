@@ -67,11 +67,11 @@ class World(Protocol):
 
     n_samples: int  # samples produced per generation, and real samples at generation 0
     min_rows: int  # the fewest weighted rows a fit needs
-    # On a single CPU, the lanes per lax.map batch that measured fastest, or 0 when one wide
+    # On the CPU, the lanes per lax.map batch that measured fastest, or 0 when one wide
     # vmap wins (closed-form fits are cheap per lane and vmap wins; a transformer's may not).
     cpu_lane_batch: int
     # Optional: True where sampling, fitting and measuring one lane at a time beats the
-    # vmapped lanes on one CPU (sim.lanes.lane_by_lane); absent = False
+    # vmapped lanes on the CPU (sim.lanes.lane_by_lane); absent = False
     # cpu_lane_by_lane: bool
     metric_info: Mapping[str, MetricInfo]  # every metric ``measure`` returns, in order
     headline: tuple[str, ...]  # metrics printed in the run summary
