@@ -96,6 +96,23 @@ def test_lanes_split_across_devices_with_identical_results():
     np.testing.assert_array_equal(values, _run().w2_to_truth.values)
 
 
+def _flags_after_importing_sim(**env: str) -> list[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS",
+                                                                  "JAX_NUM_CPU_DEVICES")}
+    out = subprocess.run([sys.executable, "-c", "import os, sim; print(os.environ['XLA_FLAGS'])"],
+                         env={**environ, **env, "PYTHONPATH": str(Path(__file__).parents[1])},
+                         capture_output=True, text=True, timeout=60, check=True)
+    return [f for f in out.stdout.split() if "device_count" in f]
+
+
+def test_importing_sim_makes_one_cpu_device_per_core_unless_the_count_is_set():
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert _flags_after_importing_sim() == [f"--xla_force_host_platform_device_count={cores}"]
+    assert _flags_after_importing_sim(JAX_NUM_CPU_DEVICES="3") == []
+    preset = "--xla_force_host_platform_device_count=1"
+    assert _flags_after_importing_sim(XLA_FLAGS=preset) == [preset]
+
+
 def test_lane_by_lane_inside_vmapped_lanes_gives_the_vmapped_numbers():
     # The LM world samples, fits and measures one lane at a time on one CPU (auto);
     # explicit strategy=vmap does each for the vmapped lanes. Same lanes, same numbers,
