@@ -7,8 +7,7 @@ jaxlib 0.10 or newer (where they were measured; XLA aborts on a flag it does not
   device per core, so that each core trains its own lanes (``sim.lanes.lane_mesh``). The
   ``lm`` benchmark trained 1.36x faster on 2 cores than with one device whose products
   split across both (docs/performance.md). Not set where ``JAX_NUM_CPU_DEVICES`` is;
-  accelerators ignore it.
-
+  accelerators ignore it;
 * ``--xla_cpu_use_xnnpack=true``: XNNPACK kernels for the CPU backend; LM training
   measured 1.6x-1.8x faster with them on 2 CPU cores (docs/performance.md);
 * ``--xla_gpu_experimental_enable_fusion_autotuner=false``: on an H200 (jaxlib 0.11.2)
@@ -25,8 +24,8 @@ import os
 from importlib import metadata
 
 
-
 def _cores() -> int:
+    """The cores this process may use."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -4,9 +4,9 @@ Each lane has its own key and its own dynamic settings. Lanes run under ``vmap``
 batch: what fills a GPU) or ``lax.map`` over batches of ``batch_size`` vmapped lanes (less
 memory traffic on a small CPU). With several local devices, each runs its share of the
 lanes (``jax.shard_map`` along a ``lanes`` mesh axis); on the CPU, ``sim`` makes one device
-per core, so that each core trains its own lanes. Generations run one compiled call each, so long chains
-show progress and every generation is a checkpoint boundary: ``run_lanes`` offers a
-snapshot of its progress after each one (``sim.checkpoint``) and resumes from one.
+per core, so that each core trains its own lanes. Generations run one compiled call each,
+so long chains show progress and every generation is a checkpoint boundary: ``run_lanes``
+offers a snapshot of its progress after each one (``sim.checkpoint``) and resumes from one.
 
 Lanes that do not fit in memory at once run in chunks of one compiled size (the last chunk
 padded), each chunk's whole chain before the next: ``lanes.chunk_size``, or by default the
@@ -66,7 +66,7 @@ def lane_keys(seed: int, lanes: int | np.ndarray) -> Array:
 
 def _on_cpu() -> bool:
     """Whether this process computes on the CPU (each of its CPU devices runs its own
-    lanes, ``_lane_mesh``)."""
+    lanes, ``lane_mesh``)."""
     return jax.default_backend() == "cpu"
 
 
@@ -111,6 +111,7 @@ def lane_mesh(lanes: int) -> Mesh | None:
 
 
 def lanes_per_device(lanes: int, mesh: Mesh | None) -> int:
+    """The lanes each of ``mesh``'s devices runs."""
     return lanes if mesh is None else lanes // mesh.size
 
 
@@ -134,7 +135,7 @@ def _lane_sharding(lanes: int) -> NamedSharding | None:
 
 
 def shard(tree: Any, lanes: int) -> Any:
-    """Place the lane axis across all local devices when it divides evenly."""
+    """Place the lane axis across ``lane_mesh``'s devices."""
     sharding = _lane_sharding(lanes)
     return tree if sharding is None else jax.device_put(tree, sharding)
 

@@ -114,7 +114,7 @@ def test_importing_sim_makes_one_cpu_device_per_core_unless_the_count_is_set():
 
 
 def test_lane_by_lane_inside_vmapped_lanes_gives_the_vmapped_numbers():
-    # The LM world samples, fits and measures one lane at a time on one CPU (auto);
+    # The LM world samples, fits and measures one lane at a time on the CPU (auto);
     # explicit strategy=vmap does each for the vmapped lanes. Same lanes, same numbers,
     # generation 1 (learnt from the teacher's sampled text) included.
     from sim.distill import TrainConfig
