@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sim import lapack
+from sim import draws, lapack
 from sim.eigenvalues import eigvalsh
 from sim.errors import require
 from sim.metrics.fidelity import precision_recall_density_coverage
@@ -125,7 +125,7 @@ def bartlett(key: Array, n: int, d: int) -> Array:
     chi2_D = 2.0 * jax.random.gamma(k_chi, (n - 1 - jnp.arange(d)) / 2.0)
     rows, cols = np.tril_indices(d, -1)
     below_DxD = jnp.zeros((d, d)).at[rows, cols].set(
-        jax.random.normal(k_below, (len(rows),)))
+        draws.normal(k_below, (len(rows),)))
     return below_DxD + jnp.diag(jnp.sqrt(chi2_D))
 
 
@@ -205,7 +205,7 @@ class GaussianWorld:
             self.x_test_TxD = jnp.asarray(z @ np.linalg.cholesky(sigma).T, jnp.float32)
 
     def sample_real(self, key: Array, n: int) -> Array:
-        return self.mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ self.chol_DxD.T
+        return self.mean_D + draws.normal(key, (n, self.cfg.dim)) @ self.chol_DxD.T
 
     def fit(self, key: Array, data: Array, weights_N: Array, dyn: Dyn,
             teacher: Params = None) -> GaussianParams:
@@ -233,7 +233,7 @@ class GaussianWorld:
         the scatter's Cholesky factor)."""
         k_mean, k_bartlett = jax.random.split(key)
         d = self.cfg.dim
-        mean_D = params.mean_D + params.chol_DxD @ jax.random.normal(k_mean, (d,)) / n**0.5
+        mean_D = params.mean_D + params.chol_DxD @ draws.normal(k_mean, (d,)) / n**0.5
         return mean_D - self.mean_D, params.chol_DxD @ bartlett(k_bartlett, n, d)
 
     def sample_statistics(self, key: Array, params: GaussianParams, n: int,
@@ -255,7 +255,7 @@ class GaussianWorld:
 
     def generate(self, key: Array, params: GaussianParams, n: int, dyn: Dyn) -> Array:
         del dyn
-        return params.mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ params.chol_DxD.T
+        return params.mean_D + draws.normal(key, (n, self.cfg.dim)) @ params.chol_DxD.T
 
     def truth_log_likelihood(self, x_NxD: Array) -> Array:
         """log N(x | mu, Sigma) of every sample under the truth (the curation's verifier)."""

@@ -46,7 +46,7 @@ import numpy as np
 from jax import lax
 from jax.scipy.special import logsumexp
 
-from sim import lapack
+from sim import draws, lapack
 from sim.errors import require
 from sim.metrics.fidelity import precision_recall_density_coverage
 from sim.worlds.gaussian import FIDELITY_INFO, fit_gaussian
@@ -310,7 +310,7 @@ class GmmWorld:
         k_label, k_noise = jax.random.split(key)
         pi_K, means_KxD, _ = self.truth
         labels_N = jax.random.categorical(k_label, jnp.log(pi_K), shape=(n,))
-        noise_NxD = jax.random.normal(k_noise, (n, self.cfg.dim))
+        noise_NxD = draws.normal(k_noise, (n, self.cfg.dim))
         return means_KxD[labels_N] + self.cfg.component_scale * noise_NxD
 
     def fit(self, key: Array, data: Array, weights_N: Array, dyn: Dyn,
@@ -332,7 +332,7 @@ class GmmWorld:
         k_label, k_noise = jax.random.split(key)
         labels_N = jax.random.categorical(k_label, jnp.log(params.weights_K), shape=(n,))
         chols_KxDxD = lapack.cholesky(params.covs_KxDxD)
-        noise_NxD = jax.random.normal(k_noise, (n, self.cfg.dim))
+        noise_NxD = draws.normal(k_noise, (n, self.cfg.dim))
         return (params.means_KxD[labels_N]
                 + jnp.einsum("nde,ne->nd", chols_KxDxD[labels_N], noise_NxD))
 
