@@ -5,7 +5,8 @@ and not a multiple of 16: ``jax.random.bits`` of shape (100, 10) took 1.4 s to c
 shape (10,) vmapped over 5000 lanes 1.2 s, against 0.26 s for (16,) or (1000,) (jaxlib
 0.10.2; docs/performance.md). With partitionable threefry (JAX's default), element i of a
 draw depends only on the key and i, so a flat draw padded to a multiple of 16, cut and
-reshaped, holds the same numbers as the draw of the shape itself (``tests/test_draws.py``).
+reshaped, holds the same numbers as the draw of the shape itself (``tests/test_draws.py``);
+under ``jax_threefry_partitionable=False`` the numbers differ, with the same distribution.
 """
 
 from __future__ import annotations
@@ -27,4 +28,3 @@ def normal(key: Array, shape: tuple[int, ...]) -> Array:
     """``jax.random.normal(key, shape)``."""
     size = math.prod(shape)
     return jax.random.normal(key, (_padded(size),))[:size].reshape(shape)
-
