@@ -47,8 +47,7 @@ from sim import grid as grids
 from sim.chain import ChainState
 from sim.cli import CONF_DIR
 from sim.config import Config, register_configs, to_config
-from sim.lanes import (lane_keys, lane_mesh, lanes_per_device, over_devices, over_lanes,
-                       peak_rss_bytes, resolve_strategy, shard)
+from sim.lanes import lane_keys, lane_program, peak_rss_bytes, resolve_strategy, shard
 from sim.models import transformer as tf
 from sim.worlds.lm import LMParams
 
@@ -172,11 +171,10 @@ def sample_seconds(built: experiment.Experiment, repeats: int = 2) -> float:
     dyn_L = grids.lane_settings(built.dyn, built.grid, cfg.seeds)
     weights_L = jax.vmap(tf.init, (0, None))(keys_L, arch)
     strategy, batch_size = resolve_strategy(cfg.lanes, world.cpu_lane_batch)
-    mesh = lane_mesh(cfg.seeds)
-    generate = jax.jit(over_devices(lambda *lanes: over_lanes(
-        lambda a: built.chain.generate(
-            a[0], ChainState(LMParams(a[1], jnp.float32(0), arch), ()), a[2]),
-        strategy, batch_size, lanes_per_device(cfg.seeds, mesh))(lanes), mesh, "LLL"))
+    generate = lane_program(
+        lambda key, weights, dyn: built.chain.generate(
+            key, ChainState(LMParams(weights, jnp.float32(0), arch), ()), dyn),
+        cfg.seeds, "LLL", strategy, batch_size)
     inputs = shard((keys_L, weights_L, dyn_L), cfg.seeds)
     run = lambda: jax.block_until_ready(generate(*inputs))  # noqa: E731
     run()

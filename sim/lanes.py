@@ -110,22 +110,30 @@ def lane_mesh(lanes: int) -> Mesh | None:
     return None if count == 1 else Mesh(np.array(devices[:count]), ("lanes",))
 
 
-def lanes_per_device(lanes: int, mesh: Mesh | None) -> int:
-    """The lanes each of ``mesh``'s devices runs."""
-    return lanes if mesh is None else lanes // mesh.size
+def lane_program(fn: Callable[..., Any], lanes: int, lane_args: str, strategy: Strategy,
+                 batch_size: int, **jit: Any) -> Callable[..., Any]:
+    """``fn`` of one lane, compiled for ``lanes`` lanes: ``lane_args`` marks each of its
+    arguments as lane-batched ("L") or shared by every lane ("-"); every output is
+    lane-batched. Each of ``lane_mesh``'s devices runs its own lanes (``jax.shard_map``;
+    the lanes are independent, so no device waits for another), mapped with
+    ``over_lanes``. ``jit``: options for ``jax.jit``."""
+    mesh = lane_mesh(lanes)
+    per_device = lanes if mesh is None else lanes // mesh.size
 
+    def batched(*args: Any) -> Any:
+        def one(lane_values: tuple[Any, ...]) -> Any:
+            values = iter(lane_values)
+            return fn(*(next(values) if a == "L" else arg for a, arg in zip(lane_args, args)))
 
-def over_devices(fn: Callable[..., Any], mesh: Mesh | None, lane_args: str
-                 ) -> Callable[..., Any]:
-    """``fn`` of lane-batched arguments, run by each of ``mesh``'s devices on its own lanes
-    (``jax.shard_map``; ``fn`` itself without a mesh). ``lane_args`` marks each argument
-    as lane-batched ("L") or shared ("-"); every output is lane-batched. The lanes are
-    independent, so no device waits for another."""
-    if mesh is None:
-        return fn
-    return jax.shard_map(fn, mesh=mesh, check_vma=False, out_specs=PartitionSpec("lanes"),
-                         in_specs=tuple(PartitionSpec("lanes") if a == "L" else PartitionSpec()
-                                        for a in lane_args))
+        return over_lanes(one, strategy, batch_size, per_device)(
+            tuple(arg for a, arg in zip(lane_args, args) if a == "L"))
+
+    if mesh is not None:
+        batched = jax.shard_map(batched, mesh=mesh, check_vma=False,
+                                out_specs=PartitionSpec("lanes"),
+                                in_specs=tuple(PartitionSpec("lanes") if a == "L"
+                                               else PartitionSpec() for a in lane_args))
+    return jax.jit(batched, **jit)
 
 
 def _lane_sharding(lanes: int) -> NamedSharding | None:
@@ -168,7 +176,7 @@ def _round_to(lanes: int, multiple: int) -> int:
 
 
 def _placed(tree: Any, sharding: NamedSharding | None) -> Any:
-    """Shapes and dtypes of a tree of lane-batched arrays, placed as ``_shard`` places them."""
+    """Shapes and dtypes of a tree of lane-batched arrays, placed as ``shard`` places them."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding,
                                                        weak_type=x.weak_type), tree)
 
@@ -182,33 +190,16 @@ class _Programs:
     def __init__(self, chain: Chain, strategy: Strategy, batch_size: int, chunk: int):
         self.chunk = chunk
         self.shares_fit = chain.shares_fit
-        mesh = lane_mesh(chunk)
-        over = functools.partial(over_lanes, strategy=strategy, batch_size=batch_size,
-                                 lanes=lanes_per_device(chunk, mesh))
-
-        def program(fn: Callable[..., Any], lane_args: str, **jit: Any) -> Any:
-            return jax.jit(over_devices(fn, mesh, lane_args), **jit)
-
+        program = functools.partial(lane_program, lanes=chunk, strategy=strategy,
+                                    batch_size=batch_size)
         if self.shares_fit:
-            self.begin = program(lambda keys_S, dyn_S: over(lambda a: chain.begin(*a))(
-                (keys_S, dyn_S)), "LL")
-            self.produce = program(lambda state_S, g, keys_S, dyn_S: over(
-                lambda a: chain.produce(a[0], g, a[1], a[2]))((state_S, keys_S, dyn_S)),
-                "L-LL")
-            self.learn = program(lambda keys_S, g, lesson_S, dyn_S: over(
-                lambda a: chain.learn(a[0], g, a[1], a[2]))((keys_S, lesson_S, dyn_S)),
-                "L-LL")
+            self.begin = program(chain.begin, lane_args="LL")
+            self.produce = program(chain.produce, lane_args="L-LL")
+            self.learn = program(chain.learn, lane_args="L-LL")
         else:
-            self._start = program(lambda keys_S, dyn_S: over(lambda a: chain.start(*a))(
-                (keys_S, dyn_S)), "LL")
-            self._step = program(
-                lambda state_S, g, keys_S, dyn_S: over(
-                    lambda a: chain.step(a[0], g, a[1], a[2]))((state_S, keys_S, dyn_S)),
-                "L-LL", donate_argnums=0)
-        self.measure = program(
-            lambda keys_S, g, params_S, teacher_S, dyn_S: over(
-                lambda a: chain.measure(a[0], g, *a[1:]))((keys_S, params_S, teacher_S, dyn_S)),
-            "L-LLL")
+            self._start = program(chain.start, lane_args="LL")
+            self._step = program(chain.step, lane_args="L-LL", donate_argnums=0)
+        self.measure = program(chain.measure, lane_args="L-LLL")
 
     def start(self, keys_S: Array, dyn_S: dict[str, Array]) -> tuple[ChainState, dict]:
         """``Chain.start`` over the chunk's lanes."""
