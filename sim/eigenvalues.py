@@ -3,10 +3,11 @@
 ``jnp.linalg.eigvalsh`` computes the eigenvectors and drops them: JAX lowers every symmetric
 eigendecomposition to LAPACK's ``syevd`` with ``jobz='V'``. On the CPU ``eigvalsh`` here
 calls the ``syevd`` that jaxlib registers for that lowering with ``jobz='N'`` (eigenvalues
-only): 10,000 10 x 10 matrices (the Gaussian world's W2 at 10,000 lanes) took 16.0 ms
-instead of 28.6 ms on 2 CPU cores. The target is jaxlib's own, not a public API, so it is
-used only where a probe finds it and it returns ``jnp.linalg.eigvalsh``'s eigenvalues;
-elsewhere (other backends, a jaxlib without it) this is ``jnp.linalg.eigvalsh``.
+only): 10,000 10 x 10 matrices took 16.0 ms instead of 28.6 ms on 2 CPU cores (the Vendi
+score's Gram matrices use it; the Gaussian world's W2 now takes ``sim.smallmat``'s nuclear
+norm). The target is jaxlib's own, not a public API, so it is used only where a probe finds
+it and it returns ``jnp.linalg.eigvalsh``'s eigenvalues; elsewhere (other backends, a
+jaxlib without it) this is ``jnp.linalg.eigvalsh``.
 
 Both are called one matrix at a time (``sim.lapack.one_matrix_at_a_time``: a batch, by
 hand or by vmap, becomes a loop), never on a batch: jaxlib 0.10's batched LAPACK calls can

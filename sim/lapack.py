@@ -13,9 +13,10 @@ installs.
 The functions here give ``jnp.linalg``'s results, but on the CPU each LAPACK call gets one
 matrix: a batch, by hand or under ``vmap``, becomes a loop over its matrices
 (``jax.custom_batching.sequential_vmap``), so no call has pieces to wait for. Other
-backends get the batched call. Cost on 2 cores: a Cholesky factorisation of 10,000 10 x 10
-matrices took 18-20 ms instead of 11 ms; a QR of 10,000 100 x 10 matrices 114 ms either
-way. On the CPU they cannot be differentiated (JAX does not linearise ``sequential_vmap``);
+backends get the batched call. Cost on 2 cores: a QR of 10,000 100 x 10 matrices took
+114 ms either way. Cholesky factors and the nuclear norm, which the Gaussian and GMM worlds
+need at every lane and generation, come from ``sim.smallmat`` instead, elementwise across
+the batch (the loop's per-call overhead was most of their cost). On the CPU they cannot be differentiated (JAX does not linearise ``sequential_vmap``);
 the worlds that use them fit in closed form or by EM, without gradients.
 """
 
@@ -54,9 +55,6 @@ def one_matrix_at_a_time(fn: Callable[..., Any], *core_ranks: int) -> Callable[.
 
     return call
 
-
-cholesky = one_matrix_at_a_time(jnp.linalg.cholesky, 2)
-"""Lower Cholesky factors of symmetric positive definite matrices (..., n, n)."""
 
 qr = one_matrix_at_a_time(jnp.linalg.qr, 2)
 """The reduced QR decompositions (q, r) of matrices (..., m, n)."""

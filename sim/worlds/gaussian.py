@@ -16,8 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sim import draws, lapack
-from sim.eigenvalues import eigvalsh
+from sim import draws, lapack, smallmat
 from sim.errors import require
 from sim.metrics.fidelity import precision_recall_density_coverage
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
@@ -85,12 +84,13 @@ def gaussian_from_statistics(statistics: tuple[Array, Array, Array], centre_D: A
     return centre_D + offset_D, cov_DxD
 
 
-def w2_gaussians(m1_D: Array, c1_DxD: Array, m2_D: Array, c2_sqrt_DxD: Array) -> Array:
-    """Wasserstein-2 distance between N(m1, C1) and N(m2, C2), given C2^(1/2)."""
-    c2_DxD = c2_sqrt_DxD @ c2_sqrt_DxD
-    cross_DxD = c2_sqrt_DxD @ c1_DxD @ c2_sqrt_DxD
-    cross_trace = jnp.sqrt(jnp.clip(eigvalsh(cross_DxD), 0.0)).sum()
-    sq = jnp.sum((m1_D - m2_D) ** 2) + jnp.trace(c1_DxD) + jnp.trace(c2_DxD) - 2 * cross_trace
+def w2_gaussians(m1_D: Array, f1_DxD: Array, m2_D: Array, c2_sqrt_DxD: Array) -> Array:
+    """Wasserstein-2 distance between N(m1, C1) and N(m2, C2), given a factor F1 of
+    C1 = F1 F1' (its Cholesky factor, say) and the symmetric C2^(1/2): the cross term
+    tr((C2^(1/2) C1 C2^(1/2))^(1/2)) is the nuclear norm of C2^(1/2) F1."""
+    cross_trace = smallmat.nuclear_norm(c2_sqrt_DxD @ f1_DxD)
+    sq = (jnp.sum((m1_D - m2_D) ** 2) + jnp.sum(f1_DxD**2) + jnp.sum(c2_sqrt_DxD**2)
+          - 2 * cross_trace)
     return jnp.sqrt(jnp.clip(sq, 0.0))
 
 
@@ -118,15 +118,13 @@ def chol_of_data(x_NxD: Array, w_N: Array, mean_D: Array, ddof: int) -> Array:
     return (r_DxD.T * sign_D) / jnp.sqrt(w_N.sum() - ddof)
 
 
-def bartlett(key: Array, n: int, d: int) -> Array:
-    """B lower triangular with B B' ~ Wishart(n - 1, I) (Bartlett's decomposition):
-    B_ii^2 ~ chi^2(n - i) for i = 1..d, B_ij ~ N(0, 1) below the diagonal."""
-    k_chi, k_below = jax.random.split(key)
-    chi2_D = 2.0 * jax.random.gamma(k_chi, (n - 1 - jnp.arange(d)) / 2.0)
+def bartlett(chi2_D: Array, below: Array) -> Array:
+    """B lower triangular with B B' ~ Wishart(n - 1, I) (Bartlett's decomposition), from
+    B_ii^2 = chi2_D[i] ~ chi^2(n - i) for i = 1..d and the d (d - 1) / 2 standard normals
+    ``below`` (row by row below the diagonal)."""
+    d = chi2_D.shape[0]
     rows, cols = np.tril_indices(d, -1)
-    below_DxD = jnp.zeros((d, d)).at[rows, cols].set(
-        draws.normal(k_below, (len(rows),)))
-    return below_DxD + jnp.diag(jnp.sqrt(chi2_D))
+    return jnp.zeros((d, d)).at[rows, cols].set(below) + jnp.diag(jnp.sqrt(chi2_D))
 
 
 def gaussian_log_density(x_NxD: Array, mean_D: Array, chol_DxD: Array) -> Array:
@@ -222,7 +220,7 @@ class GaussianWorld:
         """``fit`` from the summed ``statistics`` of its data (under mix=accumulate, whose
         pool holds generation 0's real data, so the covariance is positive definite)."""
         mean_D, cov_DxD = gaussian_from_statistics(statistics, self.mean_D, self.ddof)
-        return GaussianParams(mean_D, lapack.cholesky(cov_DxD))
+        return GaussianParams(mean_D, smallmat.cholesky(cov_DxD))
 
     def _own_sample(self, key: Array, params: GaussianParams, n: int
                     ) -> tuple[Array, Array]:
@@ -231,10 +229,12 @@ class GaussianWorld:
         independently, the scatter about it is Wishart(n - 1, Sigma) = (L B)(L B)' with L
         the model's Cholesky factor and B from ``bartlett`` (lower triangular, so L B is
         the scatter's Cholesky factor)."""
-        k_mean, k_bartlett = jax.random.split(key)
+        k_chi, k_normal = jax.random.split(key)
         d = self.cfg.dim
-        mean_D = params.mean_D + params.chol_DxD @ draws.normal(k_mean, (d,)) / n**0.5
-        return mean_D - self.mean_D, params.chol_DxD @ bartlett(k_bartlett, n, d)
+        z = draws.normal(k_normal, (d + d * (d - 1) // 2,))  # one draw: it compiles faster
+        chi2_D = 2.0 * draws.gamma(k_chi, (n - 1 - jnp.arange(d)) / 2.0)
+        mean_D = params.mean_D + params.chol_DxD @ z[:d] / n**0.5
+        return mean_D - self.mean_D, params.chol_DxD @ bartlett(chi2_D, z[d:])
 
     def sample_statistics(self, key: Array, params: GaussianParams, n: int,
                           dyn: Dyn) -> tuple[Array, Array, Array]:
@@ -270,7 +270,7 @@ class GaussianWorld:
         del teacher
         diag_D = jnp.abs(jnp.diagonal(params.chol_DxD))
         metrics = {
-            "w2_to_truth": w2_gaussians(params.mean_D, params.cov_DxD, self.mean_D,
+            "w2_to_truth": w2_gaussians(params.mean_D, params.chol_DxD, self.mean_D,
                                         self.sqrt_DxD),
             "mean_error": jnp.sum((params.mean_D - self.mean_D) ** 2),
             "cov_trace_ratio": jnp.sum(params.chol_DxD**2) / self.trace,

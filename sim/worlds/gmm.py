@@ -46,7 +46,7 @@ import numpy as np
 from jax import lax
 from jax.scipy.special import logsumexp
 
-from sim import draws, lapack
+from sim import draws, lapack, smallmat
 from sim.errors import require
 from sim.metrics.fidelity import precision_recall_density_coverage
 from sim.worlds.gaussian import FIDELITY_INFO, fit_gaussian
@@ -126,7 +126,7 @@ def _log_gauss_KxN(x_NxD: Array, means_KxD: Array, chol_KxDxD: Array) -> Array:
 
 def gmm_log_prob(params: GmmParams, x_NxD: Array) -> Array:
     """Log density of every row under a fitted mixture (N,)."""
-    chol_KxDxD = lapack.cholesky(params.covs_KxDxD)
+    chol_KxDxD = smallmat.cholesky(params.covs_KxDxD)
     log_gauss_KxN = _log_gauss_KxN(x_NxD, params.means_KxD, chol_KxDxD)
     return logsumexp(jnp.log(params.weights_K)[:, None] + log_gauss_KxN, axis=0)
 
@@ -182,10 +182,10 @@ def fit_gmm(key: Array, x_NxD: Array, w_N: Array, k: int, iters: int,
 
     _, data_cov_DxD = fit_gaussian(x_NxD, w_N, ddof=0)
     cov_DxD = data_cov_DxD + reg_covar * eye_DxD
-    chol_DxD = lapack.cholesky(cov_DxD)
+    chol_DxD = smallmat.cholesky(cov_DxD)
     jitter = 1e-5 * jnp.diagonal(data_cov_DxD).max() + 1e-6
     cov_DxD = jnp.where(_is_pd(chol_DxD, cov_DxD), cov_DxD, cov_DxD + jitter * eye_DxD)
-    chol_DxD = lapack.cholesky(cov_DxD)
+    chol_DxD = smallmat.cholesky(cov_DxD)
 
     means_KxD = _seed_means(key, x_NxD, w_N, k)
     covs_KxDxD = jnp.broadcast_to(cov_DxD, (k, d, d))
@@ -206,7 +206,7 @@ def fit_gmm(key: Array, x_NxD: Array, w_N: Array, k: int, iters: int,
         scatter_KxDxD = jnp.einsum("knd,kne->kde", resp_KxN[:, :, None] * diff_KxNxD, diff_KxNxD)
         new_covs_KxDxD = scatter_KxDxD / safe_mass_K[:, None, None] + reg_covar * eye_DxD
         new_covs_KxDxD = 0.5 * (new_covs_KxDxD + jnp.swapaxes(new_covs_KxDxD, 1, 2))
-        new_chols_KxDxD = lapack.cholesky(new_covs_KxDxD)
+        new_chols_KxDxD = smallmat.cholesky(new_covs_KxDxD)
         keep_cov_K = alive_K & jax.vmap(_is_pd)(new_chols_KxDxD, new_covs_KxDxD)
         means_KxD = jnp.where(alive_K[:, None], new_means_KxD, means_KxD)
         covs_KxDxD = jnp.where(keep_cov_K[:, None, None], new_covs_KxDxD, covs_KxDxD)
@@ -331,7 +331,7 @@ class GmmWorld:
         del dyn
         k_label, k_noise = jax.random.split(key)
         labels_N = jax.random.categorical(k_label, jnp.log(params.weights_K), shape=(n,))
-        chols_KxDxD = lapack.cholesky(params.covs_KxDxD)
+        chols_KxDxD = smallmat.cholesky(params.covs_KxDxD)
         noise_NxD = draws.normal(k_noise, (n, self.cfg.dim))
         return (params.means_KxD[labels_N]
                 + jnp.einsum("nde,ne->nd", chols_KxDxD[labels_N], noise_NxD))
