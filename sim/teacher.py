@@ -24,6 +24,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sim import draws
 from sim.errors import require
 from sim.worlds.base import Array, Data, Dyn, Params
 
@@ -90,11 +91,11 @@ class Teaching:
         teacher = self.single(newest, teachers)
         if teacher is not None:
             return world.generate(key, teacher, n, dyn)
-        k_member, k_draw = jax.random.split(key)
+        k_member, k_draw = draws.split(key)
         member_N = jax.random.randint(k_member, (n,), 0, teachers.filled)
-        draws = jax.vmap(lambda p, k: world.generate(k, p, n, dyn))(
-            teachers.members, jax.random.split(k_draw, self.window))  # (m, n, ...)
-        return jax.tree.map(lambda x: x[member_N, jnp.arange(n)], draws)
+        drawn = jax.vmap(lambda p, k: world.generate(k, p, n, dyn))(
+            teachers.members, draws.split(k_draw, self.window))  # (m, n, ...)
+        return jax.tree.map(lambda x: x[member_N, jnp.arange(n)], drawn)
 
     def log_likelihood(self, world: Any, newest: Params, teachers: Teachers | tuple
                        ) -> Callable[[Data], Array] | None:

@@ -50,3 +50,10 @@ def test_a_lanes_gamma_draws_do_not_depend_on_the_other_lanes(monkeypatch):
     together = jax.vmap(draws.gamma)(keys, alpha)
     for lane in range(3):
         np.testing.assert_array_equal(together[lane], draws.gamma(keys[lane], alpha[lane]))
+
+
+@pytest.mark.parametrize("num", [2, 5, 16, 63])
+def test_split_gives_jax_random_splits_keys(num):
+    key = jax.random.key(11)
+    np.testing.assert_array_equal(jax.random.key_data(draws.split(key, num)),
+                                  jax.random.key_data(jax.random.split(key, num)))

@@ -12,7 +12,6 @@ import enum
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -229,7 +228,7 @@ class GaussianWorld:
         independently, the scatter about it is Wishart(n - 1, Sigma) = (L B)(L B)' with L
         the model's Cholesky factor and B from ``bartlett`` (lower triangular, so L B is
         the scatter's Cholesky factor)."""
-        k_chi, k_normal = jax.random.split(key)
+        k_chi, k_normal = draws.split(key)
         d = self.cfg.dim
         z = draws.normal(k_normal, (d + d * (d - 1) // 2,))  # one draw: it compiles faster
         chi2_D = 2.0 * draws.gamma(k_chi, (n - 1 - jnp.arange(d)) / 2.0)

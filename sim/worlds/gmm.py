@@ -307,7 +307,7 @@ class GmmWorld:
         return jax.nn.softmax(jnp.log(pi_K) - 0.5 * sq_NxK / self.cfg.component_scale**2, -1)
 
     def sample_real(self, key: Array, n: int) -> Array:
-        k_label, k_noise = jax.random.split(key)
+        k_label, k_noise = draws.split(key)
         pi_K, means_KxD, _ = self.truth
         labels_N = jax.random.categorical(k_label, jnp.log(pi_K), shape=(n,))
         noise_NxD = draws.normal(k_noise, (n, self.cfg.dim))
@@ -329,7 +329,7 @@ class GmmWorld:
 
     def generate(self, key: Array, params: GmmParams, n: int, dyn: Dyn) -> Array:
         del dyn
-        k_label, k_noise = jax.random.split(key)
+        k_label, k_noise = draws.split(key)
         labels_N = jax.random.categorical(k_label, jnp.log(params.weights_K), shape=(n,))
         chols_KxDxD = smallmat.cholesky(params.covs_KxDxD)
         noise_NxD = draws.normal(k_noise, (n, self.cfg.dim))
