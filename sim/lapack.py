@@ -16,8 +16,9 @@ matrix: a batch, by hand or under ``vmap``, becomes a loop over its matrices
 backends get the batched call. Cost on 2 cores: a QR of 10,000 100 x 10 matrices took
 114 ms either way. Cholesky factors and the nuclear norm, which the Gaussian and GMM worlds
 need at every lane and generation, come from ``sim.smallmat`` instead, elementwise across
-the batch (the loop's per-call overhead was most of their cost). On the CPU they cannot be differentiated (JAX does not linearise ``sequential_vmap``);
-the worlds that use them fit in closed form or by EM, without gradients.
+the batch (the loop's per-call overhead was most of their cost). On the CPU the functions
+here cannot be differentiated (JAX does not linearise ``sequential_vmap``); the worlds that
+use them fit in closed form or by EM, without gradients.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ def _draws(key):
     return {"keys": jax.random.key_data(keys),
             "bits": jax.random.bits(k2, (3, 33)),
             "normal": jax.vmap(lambda k: jax.random.normal(k, (10,)))(keys),
-            "gamma": draws.gamma(k2, jnp.float32([0.5, 2.0, 40.0]))}
+            "gamma": jax.random.gamma(k2, jnp.float32([0.5, 2.0, 40.0]))}
 
 
 @CPU_ONLY

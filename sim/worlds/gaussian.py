@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -231,7 +232,7 @@ class GaussianWorld:
         k_chi, k_normal = draws.split(key)
         d = self.cfg.dim
         z = draws.normal(k_normal, (d + d * (d - 1) // 2,))  # one draw: it compiles faster
-        chi2_D = 2.0 * draws.gamma(k_chi, (n - 1 - jnp.arange(d)) / 2.0)
+        chi2_D = 2.0 * jax.random.gamma(k_chi, (n - 1 - jnp.arange(d)) / 2.0)
         mean_D = params.mean_D + params.chol_DxD @ z[:d] / n**0.5
         return mean_D - self.mean_D, params.chol_DxD @ bartlett(chi2_D, z[d:])
 
