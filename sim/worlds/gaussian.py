@@ -103,10 +103,6 @@ class GaussianParams(NamedTuple):
     mean_D: Array
     chol_DxD: Array
 
-    @property
-    def cov_DxD(self) -> Array:
-        return self.chol_DxD @ self.chol_DxD.T
-
 
 def chol_of_data(x_NxD: Array, w_N: Array, mean_D: Array, ddof: int) -> Array:
     """The Cholesky factor of the weighted covariance about ``mean_D``, from the QR
