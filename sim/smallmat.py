@@ -3,8 +3,9 @@
 A lane's matrices are small (the Gaussian world's 10 x 10 covariances), and there are
 thousands of lanes. LAPACK takes one matrix per call on the CPU (``sim.lapack``: jaxlib
 0.10's batched calls can deadlock), and the per-call overhead made those loops most of the
-Gaussian workload's time: 10,000 Cholesky factorisations of 10 x 10 matrices took
-50 ms a device, of which 16 ms were ``potrf``; 10,000 eigenvalue problems 60-70 ms. Here
+Gaussian workload's time on 2 cores: 10,000 Cholesky factorisations of 10 x 10 matrices
+(5,000 a device) took 50 ms, of which 16 ms were ``potrf``; 10,000 eigenvalue problems
+60-70 ms. Here
 each step of an algorithm is elementwise over the whole batch, batch axes minor (a
 ``custom_vmap`` rule moves a vmapped axis last; leading axes of a plain call move there
 too), in blocks of ``BLOCK`` matrices so that a block's arrays stay in cache and a block
