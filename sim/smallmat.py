@@ -5,11 +5,10 @@ thousands of lanes. LAPACK takes one matrix per call on the CPU (``sim.lapack``:
 0.10's batched calls can deadlock), and the per-call overhead made those loops most of the
 Gaussian workload's time on 2 cores: 10,000 Cholesky factorisations of 10 x 10 matrices
 (5,000 a device) took 50 ms, of which 16 ms were ``potrf``; 10,000 eigenvalue problems
-60-70 ms. Here
-each step of an algorithm is elementwise over the whole batch, batch axes minor (a
-``custom_vmap`` rule moves a vmapped axis last; leading axes of a plain call move there
-too), in blocks of ``BLOCK`` matrices so that a block's arrays stay in cache and a block
-whose matrices converge stops early. Any backend runs the same code.
+60-70 ms. Here each step of an algorithm is elementwise over the whole batch, batch axes
+minor (a ``custom_vmap`` rule moves a vmapped axis last; leading axes of a plain call move
+there too), in blocks of ``BLOCK`` matrices so that a block's arrays stay in cache and a
+block whose matrices converge stops early. Any backend runs the same code.
 
 * ``cholesky``: lower Cholesky factors, column by column (all NaN where a matrix is not
   positive definite; ``jnp.linalg.cholesky`` gives NaN in the lower triangle);
