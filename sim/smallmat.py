@@ -47,15 +47,17 @@ def _batch_minor(fn: Callable[[Array], Array], core_rank: int) -> Callable[[Arra
         batch, core = x.shape[:x.ndim - core_rank], x.shape[x.ndim - core_rank:]
         flat = x.reshape(-1, *core)
         b = flat.shape[0]
+
+        def one_block(block: Array) -> Array:
+            return jnp.moveaxis(fn(jnp.moveaxis(block, 0, -1)), -1, 0)
+
         if b <= BLOCK:
-            out = jnp.moveaxis(fn(jnp.moveaxis(flat, 0, -1)), -1, 0)
+            out = one_block(flat)
         else:
             blocks = -(-b // BLOCK)
             padded = jnp.concatenate([flat, jnp.broadcast_to(flat[-1:], (blocks * BLOCK - b,
                                                                          *core))])
-            out = jax.lax.map(lambda block: jnp.moveaxis(fn(jnp.moveaxis(block, 0, -1)),
-                                                         -1, 0),
-                              padded.reshape(blocks, BLOCK, *core))
+            out = jax.lax.map(one_block, padded.reshape(blocks, BLOCK, *core))
             out = out.reshape(blocks * BLOCK, *out.shape[2:])[:b]
         return out.reshape(*batch, *out.shape[1:])
 
