@@ -41,7 +41,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from sim import draws, objectives, sampling
+from sim import objectives, sampling
 from sim.exposure import DefenseConfig
 from sim.models import transformer as tf
 from sim.train import make_optimizer, train
@@ -92,7 +92,7 @@ def fit_proxy(key: Array, train_NxL: Array, held_NxL: Array, cfg: tf.Transformer
               epsilon: float) -> Proxy:
     """Train the proxy on ``train_NxL`` and perturb it along the gradient of its NLL on
     ``held_NxL``."""
-    k_init, k_train = draws.split(key)
+    k_init, k_train = jax.random.split(key)
     weights, _ = train(k_train, tf.init(k_init, cfg),
                        lambda w, tokens_BxL: nll(w, cfg, tokens_BxL), train_NxL,
                        jnp.ones(train_NxL.shape[0]), steps, batch_size,

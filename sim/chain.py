@@ -36,7 +36,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sim import draws
 from sim.curation import CURATION_INFO, Curation
 from sim.mix import MIX_INFO, Mix, MixPolicy
 from sim.teacher import TeacherKind, Teaching
@@ -59,7 +58,7 @@ class ChainState(NamedTuple):
 
 
 def _generation_keys(key: Array, generation: Array | int) -> tuple[Array, ...]:
-    return tuple(draws.split(jax.random.fold_in(key, generation), 5))
+    return tuple(jax.random.split(jax.random.fold_in(key, generation), 5))
 
 
 class Chain(NamedTuple):

@@ -24,7 +24,6 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sim import draws
 from sim.errors import require
 from sim.worlds.base import Array, Data, Dyn, Params
 
@@ -91,10 +90,10 @@ class Teaching:
         teacher = self.single(newest, teachers)
         if teacher is not None:
             return world.generate(key, teacher, n, dyn)
-        k_member, k_draw = draws.split(key)
+        k_member, k_draw = jax.random.split(key)
         member_N = jax.random.randint(k_member, (n,), 0, teachers.filled)
         drawn = jax.vmap(lambda p, k: world.generate(k, p, n, dyn))(
-            teachers.members, draws.split(k_draw, self.window))  # (m, n, ...)
+            teachers.members, jax.random.split(k_draw, self.window))  # (m, n, ...)
         return jax.tree.map(lambda x: x[member_N, jnp.arange(n)], drawn)
 
     def log_likelihood(self, world: Any, newest: Params, teachers: Teachers | tuple

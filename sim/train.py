@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from sim import draws
 from sim.distill import TrainConfig
 
 Array = jax.Array
@@ -173,7 +172,7 @@ def train(key: Array, params: Params, loss_fn: LossFn, data: Data, weights_N: Ar
         batch_key = jax.random.fold_in(key, s)
         extra = ()
         if loss_takes_key:
-            batch_key, loss_key = draws.split(batch_key)
+            batch_key, loss_key = jax.random.split(batch_key)
             extra = (loss_key,)
         idx_B = draw_indices(batch_key, weights_N, batch_size)
         batch = jax.tree_util.tree_map(lambda x: jnp.take(x, idx_B, axis=0), data)

@@ -6,14 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sim import draws
 from sim.threefry import lower_unrolled
 
 CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="CPU lowering only")
 
 
 def _draws(key):
-    k1, k2 = draws.split(key)
+    k1, k2 = jax.random.split(key)
     keys = jax.random.split(jax.random.fold_in(k1, 7), 5)
     return {"keys": jax.random.key_data(keys),
             "bits": jax.random.bits(k2, (3, 33)),

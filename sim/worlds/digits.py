@@ -50,7 +50,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sim import draws
 from sim import sampling as sampler
 from sim.distill import (DistillConfig, Objective, SamplingConfig, StudentConfig, TrainConfig,
                          decoding, loss_hparams, loss_name)
@@ -279,7 +278,7 @@ class DigitsWorld:
         self.x_test, self.y_test = jnp.asarray(images.x_test), jnp.asarray(images.y_test)
         self.group_test = jnp.asarray(images.group_test)
         self.classes = jnp.asarray(classes)
-        self.noise_key, self.off_task_key = draws.split(jax.random.key(cfg.split_seed))
+        self.noise_key, self.off_task_key = jax.random.split(jax.random.key(cfg.split_seed))
         counts = np.bincount(images.y_train, minlength=CLASSES)
         self.majority = int(np.argmax(counts))  # the true majority class and its share
         self.true_majority_share = float(counts[self.majority] / counts.sum())
@@ -295,7 +294,7 @@ class DigitsWorld:
         split's size, or any n with pixel noise) images drawn with replacement, each with
         its own noise draw."""
         if self.cfg.pixel_noise > 0 or n > self.n_train:
-            k_image, k_draw = draws.split(key)
+            k_image, k_draw = jax.random.split(key)
             image = jax.random.randint(k_image, (n,), 0, self.n_train)
             return image + self.n_train * jax.random.randint(
                 k_draw, (n,), 0, ROWS // self.n_train)
@@ -321,7 +320,7 @@ class DigitsWorld:
         return {"row": row, "y": self.y_train[row % self.n_train]}
 
     def generate(self, key: Array, params: Classifier, n: int, dyn: Dyn) -> dict[str, Array]:
-        k_rows, k_labels = draws.split(key)
+        k_rows, k_labels = jax.random.split(key)
         if self.inputs is Inputs.noise:
             row = -1 - jax.random.randint(k_rows, (n,), 0, ROWS - 1)
         else:
@@ -338,7 +337,7 @@ class DigitsWorld:
 
     def fit(self, key: Array, data: dict[str, Array], weights_N: Array, dyn: Dyn,
             teacher: Classifier | None) -> Classifier:
-        k_init, k_proj, k_train = draws.split(key, 3)
+        k_init, k_proj, k_train = jax.random.split(key, 3)
         t = self.train_cfg
         if teacher is None:  # generation 0: cross-entropy on the true labels
             def loss_fn(p: Params, batch: dict[str, Array]) -> Array:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sim import draws, lapack, smallmat
+from sim import lapack, smallmat
 from sim.errors import require
 from sim.metrics.fidelity import precision_recall_density_coverage
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
@@ -199,7 +199,7 @@ class GaussianWorld:
             self.x_test_TxD = jnp.asarray(z @ np.linalg.cholesky(sigma).T, jnp.float32)
 
     def sample_real(self, key: Array, n: int) -> Array:
-        return self.mean_D + draws.normal(key, (n, self.cfg.dim)) @ self.chol_DxD.T
+        return self.mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ self.chol_DxD.T
 
     def fit(self, key: Array, data: Array, weights_N: Array, dyn: Dyn,
             teacher: Params = None) -> GaussianParams:
@@ -225,9 +225,9 @@ class GaussianWorld:
         independently, the scatter about it is Wishart(n - 1, Sigma) = (L B)(L B)' with L
         the model's Cholesky factor and B from ``bartlett`` (lower triangular, so L B is
         the scatter's Cholesky factor)."""
-        k_chi, k_normal = draws.split(key)
+        k_chi, k_normal = jax.random.split(key)
         d = self.cfg.dim
-        z = draws.normal(k_normal, (d + d * (d - 1) // 2,))  # one draw: it compiles faster
+        z = jax.random.normal(k_normal, (d + d * (d - 1) // 2,))
         chi2_D = 2.0 * jax.random.gamma(k_chi, (n - 1 - jnp.arange(d)) / 2.0)
         mean_D = params.mean_D + params.chol_DxD @ z[:d] / n**0.5
         return mean_D - self.mean_D, params.chol_DxD @ bartlett(chi2_D, z[d:])
@@ -251,7 +251,7 @@ class GaussianWorld:
 
     def generate(self, key: Array, params: GaussianParams, n: int, dyn: Dyn) -> Array:
         del dyn
-        return params.mean_D + draws.normal(key, (n, self.cfg.dim)) @ params.chol_DxD.T
+        return params.mean_D + jax.random.normal(key, (n, self.cfg.dim)) @ params.chol_DxD.T
 
     def truth_log_likelihood(self, x_NxD: Array) -> Array:
         """log N(x | mu, Sigma) of every sample under the truth (the curation's verifier)."""

@@ -46,7 +46,7 @@ import numpy as np
 from jax import lax
 from jax.scipy.special import logsumexp
 
-from sim import draws, lapack, smallmat
+from sim import lapack, smallmat
 from sim.errors import require
 from sim.metrics.fidelity import precision_recall_density_coverage
 from sim.worlds.gaussian import FIDELITY_INFO, fit_gaussian
@@ -307,10 +307,10 @@ class GmmWorld:
         return jax.nn.softmax(jnp.log(pi_K) - 0.5 * sq_NxK / self.cfg.component_scale**2, -1)
 
     def sample_real(self, key: Array, n: int) -> Array:
-        k_label, k_noise = draws.split(key)
+        k_label, k_noise = jax.random.split(key)
         pi_K, means_KxD, _ = self.truth
         labels_N = jax.random.categorical(k_label, jnp.log(pi_K), shape=(n,))
-        noise_NxD = draws.normal(k_noise, (n, self.cfg.dim))
+        noise_NxD = jax.random.normal(k_noise, (n, self.cfg.dim))
         return means_KxD[labels_N] + self.cfg.component_scale * noise_NxD
 
     def fit(self, key: Array, data: Array, weights_N: Array, dyn: Dyn,
@@ -329,10 +329,10 @@ class GmmWorld:
 
     def generate(self, key: Array, params: GmmParams, n: int, dyn: Dyn) -> Array:
         del dyn
-        k_label, k_noise = draws.split(key)
+        k_label, k_noise = jax.random.split(key)
         labels_N = jax.random.categorical(k_label, jnp.log(params.weights_K), shape=(n,))
         chols_KxDxD = smallmat.cholesky(params.covs_KxDxD)
-        noise_NxD = draws.normal(k_noise, (n, self.cfg.dim))
+        noise_NxD = jax.random.normal(k_noise, (n, self.cfg.dim))
         return (params.means_KxD[labels_N]
                 + jnp.einsum("nde,ne->nd", chols_KxDxD[labels_N], noise_NxD))
 

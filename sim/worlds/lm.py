@@ -93,7 +93,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sim import antidistillation, draws, objectives, sampling, watermark
+from sim import antidistillation, objectives, sampling, watermark
 from sim.distill import (DistillConfig, Objective, SamplingConfig, StudentConfig, TrainConfig,
                          decoding, loss_hparams, loss_name)
 from sim.errors import require
@@ -568,7 +568,7 @@ class LMWorld:
 
         def loss(trainable: dict, tokens_BxL: Array, key: Array | None = None) -> Array:
             if objective is Objective.on_policy:
-                k_coin, k_sample = draws.split(key)
+                k_coin, k_sample = jax.random.split(key)
                 own = jax.lax.stop_gradient(trainable["model"])
                 on = jax.random.uniform(k_coin) < dyn["distill.on_policy_fraction"]
                 tokens_BxL = jax.lax.cond(
@@ -604,7 +604,7 @@ class LMWorld:
         """``fit``, also returning the per-step minibatch losses."""
         objective = self._objective(teacher)
         arch = self.teacher_arch if teacher is None else self.student_arch
-        k_init, k_projection, k_train = draws.split(key, 3)
+        k_init, k_projection, k_train = jax.random.split(key, 3)
         trainable = {"model": tf.init(k_init, arch)}
         if objective is Objective.feature:
             trainable["projection"] = objectives.init_projection(k_projection, arch.width,

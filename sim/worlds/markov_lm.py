@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sim import draws, objectives
+from sim import objectives
 from sim.distill import DistillConfig, SamplingConfig, StudentConfig, TrainConfig
 from sim.errors import require
 from sim.exposure import DefenseConfig, ExposureConfig
@@ -283,14 +283,14 @@ class MarkovLMWorld(LMWorld):
     def sample_real(self, key: Array, n: int) -> Array:
         if self.trait is not None:
             return self._sample_with_trait(key, n)
-        k_first, k_rest = draws.split(key)
+        k_first, k_rest = jax.random.split(key)
         first_N = jax.random.categorical(k_first, self.log_pi_V, shape=(n,)).astype(jnp.int32)
 
         def step(prev_N: Array, k: Array) -> tuple[Array, Array]:
             next_N = jax.random.categorical(k, self.log_p_VxV[prev_N]).astype(jnp.int32)
             return next_N, next_N
 
-        _, rest_TxN = jax.lax.scan(step, first_N, draws.split(k_rest, self.seq_len - 1))
+        _, rest_TxN = jax.lax.scan(step, first_N, jax.random.split(k_rest, self.seq_len - 1))
         return jnp.concatenate([first_N[:, None], rest_TxN.T], axis=1)
 
     def _sample_with_trait(self, key: Array, n: int) -> Array:
@@ -298,7 +298,7 @@ class MarkovLMWorld(LMWorld):
         def step(carry: tuple[Array, TraitState], t_and_key: tuple[Array, Array]):
             prev_N, state = carry
             t, k = t_and_key
-            k_chain, k_coin = draws.split(k)
+            k_chain, k_coin = jax.random.split(k)
             logits_NxV = jnp.where(t == 0, self.log_pi_V, self.log_p_VxV[prev_N])
             natural_N = jax.random.categorical(k_chain, logits_NxV).astype(jnp.int32)
             state, token_N = trait_step(state, natural_N, jax.random.uniform(k_coin, (n,)),
@@ -307,7 +307,7 @@ class MarkovLMWorld(LMWorld):
 
         carry = (jnp.zeros(n, jnp.int32), trait_start(n, self.trait))
         _, tokens_LxN = jax.lax.scan(step, carry, (jnp.arange(self.seq_len),
-                                                   draws.split(key, self.seq_len)))
+                                                   jax.random.split(key, self.seq_len)))
         return tokens_LxN.T
 
     def truth_metrics(self, logp_ExLxV: Array) -> dict[str, Array]:
