@@ -2,9 +2,10 @@ import os
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
-from sim import jaxlib_at_least  # sets no backend: only XLA_FLAGS
+from sim import compile_cache, jaxlib_at_least  # sets no backend: only XLA_FLAGS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/stats.py
 
@@ -23,6 +24,13 @@ if jaxlib_at_least(0, 10):
 for _flag in _FAST_COMPILE:
     if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
+
+# JAX's persistent compile cache for every test, not only after a test's run switched it on
+# (``sim.experiment.run`` does, in the same directory): the two workers, and later suites,
+# load what any of them compiled. Programs that compile in under a tenth of a second (most
+# of the suite's ~4,000 compiles, eager operations) are not worth a file each.
+compile_cache.configure(True)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
 
 @pytest.fixture(autouse=True)
