@@ -170,7 +170,9 @@ def uninterrupted(tmp_path_factory) -> xr.Dataset:
     return xr.load_dataset(cwd / "run" / "results.nc")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl_c"])
+@pytest.mark.parametrize("sig", [  # a kill: 20 s of processes, with the slow tests
+    pytest.param(signal.SIGKILL, id="sigkill", marks=pytest.mark.slow),
+    pytest.param(signal.SIGINT, id="ctrl_c")])
 def test_an_interrupted_run_resumes_to_the_uninterrupted_dataset(tmp_path, uninterrupted, sig):
     run_dir = tmp_path / "run"
     out = interrupt(tmp_path, run_dir, sig, *CHAIN)

@@ -2,9 +2,11 @@
 the vectorised sweeper, and the checks before any compute."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 
 import commands
 from analysis import load_sweep
@@ -173,17 +175,26 @@ SWEEP = ["-m", "world=gaussian", "world.dim=2", "mix=fresh", "mix.real_fraction=
          "world.n_samples=8,16", "generations=2", "seeds=3", "progress=false"]
 
 
-def test_the_sweeper_runs_traced_keys_as_lanes_and_the_rest_as_jobs(tmp_path):
-    vectorised, separate = tmp_path / "vectorised", tmp_path / "separate"
-    vectorised.mkdir(), separate.mkdir()
-    out = commands.run(vectorised, *SWEEP)
+def _vectorised_sweep(cwd: Path) -> xr.Dataset:
+    out = commands.run(cwd, *SWEEP)
     assert out.returncode == 0, out.stderr
-    jobs = sorted((vectorised / "runs").rglob("results.nc"))
+    jobs = sorted((cwd / "runs").rglob("results.nc"))
     assert len(jobs) == 2  # one job per world.n_samples, each with 3 fractions x 3 seeds
     assert "grid.mix.real_fraction=[0.0,0.5,1.0]" in out.stdout
-    ds = load_sweep(vectorised / "runs" / "multirun")
+    return load_sweep(cwd / "runs" / "multirun")
+
+
+def test_the_sweeper_runs_traced_keys_as_lanes_and_the_rest_as_jobs(tmp_path):
+    ds = _vectorised_sweep(tmp_path)
     assert ds.sizes == {"generation": 3, "seed": 3, "mix.real_fraction": 3,
                         "world.n_samples": 2}
+
+
+@pytest.mark.slow  # 6 more processes, 10-15 s; each grid point's equality runs in-process above
+def test_a_vectorised_sweep_equals_its_jobs_run_one_by_one(tmp_path):
+    vectorised, separate = tmp_path / "vectorised", tmp_path / "separate"
+    vectorised.mkdir(), separate.mkdir()
+    ds = _vectorised_sweep(vectorised)
     out = commands.run(separate, *SWEEP, "hydra.sweeper.vectorise=false")
     assert out.returncode == 0, out.stderr
     assert len(list((separate / "runs").rglob("results.nc"))) == 6
