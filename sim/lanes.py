@@ -101,13 +101,17 @@ def over_lanes(fn: Callable[[Any], Any], strategy: Strategy, batch_size: int,
     return lambda xs: jax.lax.map(fn, xs, batch_size=batch_size)
 
 
+def mesh_size(lanes: int) -> int:
+    """How many local devices ``lanes`` lanes split across: the most that divide them evenly."""
+    return max(d for d in range(1, jax.local_device_count() + 1) if lanes % d == 0)
+
+
 def lane_mesh(lanes: int) -> Mesh | None:
-    """The local devices the lanes split across, each running its share of them: the most
-    devices that divide the lanes evenly (None: one device runs them all). On the CPU,
-    ``sim`` makes one device per core (``sim/__init__.py``)."""
-    devices = jax.local_devices()
-    count = max(d for d in range(1, len(devices) + 1) if lanes % d == 0)
-    return None if count == 1 else Mesh(np.array(devices[:count]), ("lanes",))
+    """The local devices the lanes split across, each running its share of them
+    (``mesh_size``; None: one device runs them all). On the CPU, ``sim`` makes one device
+    per core (``sim/__init__.py``)."""
+    count = mesh_size(lanes)
+    return None if count == 1 else Mesh(np.array(jax.local_devices()[:count]), ("lanes",))
 
 
 def lane_program(fn: Callable[..., Any], lanes: int, lane_args: str, strategy: Strategy,
@@ -374,10 +378,10 @@ def run_lanes(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], generations:
               cfg: LanesConfig, progress: bool = True,
               resume: checkpoint.Snapshot | None = None,
               save: Callable[[Callable[[], checkpoint.Snapshot]], None] | None = None
-              ) -> tuple[dict[str, np.ndarray], Costs]:
+              ) -> tuple[dict[str, np.ndarray], Costs, int]:
     """Run every lane for ``generations`` generations, in chunks of lanes that fit in
-    memory (padded to one compiled size): metrics as arrays (G + 1, lanes, ...), and what
-    each generation cost. ``resume`` continues from a checkpoint's snapshot (in its chunk
+    memory (padded to one compiled size): metrics as arrays (G + 1, lanes, ...), what
+    each generation cost, and how many devices each chunk's lanes split across. ``resume`` continues from a checkpoint's snapshot (in its chunk
     size); after every generation ``save`` is offered a function that makes the snapshot
     (which it calls when it means to save it)."""
     lanes = keys_L.shape[0]
@@ -417,7 +421,7 @@ def run_lanes(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], generations:
                                      resumed, saver)
                 chunks.append({name: values[:, :used.stop - used.start]
                                for name, values in metrics.items()})
-    return _concatenate(chunks), costs
+    return _concatenate(chunks), costs, mesh_size(chunk)
 
 
 def _concatenate(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

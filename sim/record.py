@@ -125,9 +125,9 @@ def _versions() -> str:
     return " ".join(found + [f"python=={platform.python_version()}"])
 
 
-def run_attrs(config_yaml: str, wall_time_s: float) -> dict[str, Any]:
+def run_attrs(config_yaml: str, wall_time_s: float, device_count: int) -> dict[str, Any]:
     """Provenance attrs: config, versions, git commit (and whether the checkout had
-    uncommitted changes), backend, device, wall time."""
+    uncommitted changes), backend, device, the devices the lanes split across, wall time."""
     device = jax.devices()[0]
     return {
         "config": config_yaml,
@@ -137,7 +137,7 @@ def run_attrs(config_yaml: str, wall_time_s: float) -> dict[str, Any]:
         "git_dirty": int(bool(_git("status", "--porcelain", "--untracked-files=no"))),
         "backend": jax.default_backend(),
         "device_kind": device.device_kind,
-        "device_count": jax.device_count(),
+        "device_count": int(device_count),
         "wall_time_s": float(wall_time_s),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -32,6 +32,11 @@ def test_a_lane_does_not_depend_on_how_many_lanes_run():
     few, many = _run(seeds=2), _run(seeds=5)
     np.testing.assert_allclose(few.w2_to_truth, many.w2_to_truth.isel(seed=slice(0, 2)),
                                rtol=1e-5)
+    # the attrs name the devices the lanes ran on, not the process's
+    import jax
+    here = jax.local_device_count()
+    assert few.attrs["device_count"] == min(2, here)
+    assert many.attrs["device_count"] == (5 if here >= 5 else 1)  # 5 lanes: 5 is prime
 
 
 def test_strategies_agree():

@@ -15,7 +15,7 @@ INFO = {"a": MetricInfo("metric a", "nats", "what a is"), "b": MetricInfo("metri
 def _ds(swept=None):
     metrics = {"a": np.arange(6.0).reshape(3, 2), "b": np.ones((3, 2)),
                "c": np.zeros((3, 2, 4))}
-    return to_dataset(metrics, INFO, swept, run_attrs("x: 1\n", 1.5))
+    return to_dataset(metrics, INFO, swept, run_attrs("x: 1\n", 1.5, 1))
 
 
 def test_dims_and_metadata():
@@ -51,7 +51,7 @@ def test_write_atomic_round_trips_and_leaves_no_temp_file(tmp_path):
 
 
 def test_attrs_name_the_commit_and_whether_the_checkout_was_dirty():
-    attrs = run_attrs("x: 1\n", 1.0)
+    attrs = run_attrs("x: 1\n", 1.0, 2)
     assert len(attrs["git_commit"]) == 40 and int(attrs["git_commit"], 16) >= 0
     assert attrs["git_dirty"] in (0, 1)
 
