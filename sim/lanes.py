@@ -25,7 +25,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -222,34 +222,35 @@ class _Programs:
                 produced)
 
     def _lowered(self, keys_S: Array, dyn_S: dict[str, Array], generations: int
-                 ) -> list[jax.stages.Lowered]:
+                 ) -> Iterator[jax.stages.Lowered]:
         """Every program the chain will call, lowered for the shapes it will be called
-        with (``step`` and ``produce`` only with later generations)."""
+        with (``step`` and ``produce`` only with later generations), ``measure`` (the
+        longest to compile) first."""
         sharding = _lane_sharding(self.chunk)
         generation = jax.ShapeDtypeStruct((), jnp.int32)
         state_S = _placed(jax.eval_shape(self.start, keys_S, dyn_S)[0], sharding)
-        measure = self.measure.lower(keys_S, generation, state_S.params, state_S.params,
-                                     dyn_S)
+        yield self.measure.lower(keys_S, generation, state_S.params, state_S.params, dyn_S)
         if not self.shares_fit:
-            return [self._start.lower(keys_S, dyn_S), measure,
-                    *([self._step.lower(state_S, generation, keys_S, dyn_S)]
-                      if generations else [])]
+            yield self._start.lower(keys_S, dyn_S)
+            if generations:
+                yield self._step.lower(state_S, generation, keys_S, dyn_S)
+            return
         # every generation's lesson has generation 0's shapes (``Chain.shares_fit``)
         lesson_S = _placed(jax.eval_shape(self.begin, keys_S, dyn_S)[0], sharding)
-        return [self.begin.lower(keys_S, dyn_S), measure,
-                self.learn.lower(keys_S, generation, lesson_S, dyn_S),
-                *([self.produce.lower(state_S, generation, keys_S, dyn_S)]
-                  if generations else [])]
+        yield self.begin.lower(keys_S, dyn_S)
+        yield self.learn.lower(keys_S, generation, lesson_S, dyn_S)
+        if generations:
+            yield self.produce.lower(state_S, generation, keys_S, dyn_S)
 
     def compile(self, keys_S: Array, dyn_S: dict[str, Array], generations: int) -> int | None:
         """Compile every program for a chunk, as the chain will call them, so that jit
-        reuses the results: the XLA compilations run at once (outside the GIL). The peak
-        memory per device of the largest program."""
-        lowered = self._lowered(keys_S, dyn_S, generations)
-        with concurrent.futures.ThreadPoolExecutor(len(lowered) - 1) as threads:
-            compiling = [threads.submit(program.compile) for program in lowered[1:]]
-            peaks = [peak_bytes(program) for program in
-                     [lowered[0].compile(), *(c.result() for c in compiling)]]
+        reuses the results: each XLA compilation starts as soon as its program is lowered
+        and runs outside the GIL, beside the lowering of the next and the other
+        compilations. The peak memory per device of the largest program."""
+        with concurrent.futures.ThreadPoolExecutor(4) as threads:
+            compiling = [threads.submit(program.compile)
+                         for program in self._lowered(keys_S, dyn_S, generations)]
+            peaks = [peak_bytes(c.result()) for c in compiling]
         return None if None in peaks else max(peaks)
 
 
