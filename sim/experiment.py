@@ -95,8 +95,8 @@ def run(experiment: Experiment, swept: Mapping[str, Any] | None = None,
     points = len(grids.points(grid))
     keys_L = lane_keys(cfg.seed, np.tile(np.arange(cfg.seeds), points))  # same per point
     dyn_L = grids.lane_settings(experiment.dyn, grid, cfg.seeds)
-    metrics, costs, devices = run_lanes(experiment.chain, keys_L, dyn_L, cfg.generations, cfg.lanes,
-                               cfg.progress, resume, save)
+    metrics, costs, devices = run_lanes(experiment.chain, keys_L, dyn_L, cfg.generations,
+                                        cfg.lanes, cfg.progress, resume, save)
     wall = time.perf_counter() - start
     world = experiment.chain.world
     info = dict(experiment.chain.metric_info)
@@ -111,5 +111,5 @@ def run(experiment: Experiment, swept: Mapping[str, Any] | None = None,
     info.update({name: r.info for name, r in relative.items()})
     if config_yaml is None:
         config_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
-    return to_dataset(metrics, info, swept, run_attrs(config_yaml, wall, devices), grid, cfg.seeds,
-                      costs._asdict())
+    return to_dataset(metrics, info, swept, run_attrs(config_yaml, wall, devices), grid,
+                      cfg.seeds, costs._asdict())

@@ -382,9 +382,10 @@ def run_lanes(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], generations:
               ) -> tuple[dict[str, np.ndarray], Costs, int]:
     """Run every lane for ``generations`` generations, in chunks of lanes that fit in
     memory (padded to one compiled size): metrics as arrays (G + 1, lanes, ...), what
-    each generation cost, and how many devices each chunk's lanes split across. ``resume`` continues from a checkpoint's snapshot (in its chunk
-    size); after every generation ``save`` is offered a function that makes the snapshot
-    (which it calls when it means to save it)."""
+    each generation cost, and how many devices each chunk's lanes split across.
+    ``resume`` continues from a checkpoint's snapshot (in its chunk size); after every
+    generation ``save`` is offered a function that makes the snapshot (which it calls when
+    it means to save it)."""
     lanes = keys_L.shape[0]
     strategy, batch_size = resolve_strategy(cfg, chain.world.cpu_lane_batch)
     finish = functools.partial(_finish, host=getattr(chain.world, "host_metrics", {}))

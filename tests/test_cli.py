@@ -32,7 +32,7 @@ def test_run_writes_a_dataset_and_prints_a_summary(tmp_path):
     assert "policy: accumulate" in ds.attrs["config"]
 
 
-@pytest.mark.slow  # 5 processes, 11-14 s
+@pytest.mark.slow  # a multirun of 4 jobs, 9-14 s
 def test_multirun_datasets_combine_along_the_swept_keys(tmp_path):
     out = sim(tmp_path, "-m", "world=gaussian", "mix=accumulate", "mix.synthetic_decay=1,0.5",
               "world.n_samples=8,16", "generations=2", "seeds=3", "progress=false")

@@ -190,7 +190,7 @@ def test_the_sweeper_runs_traced_keys_as_lanes_and_the_rest_as_jobs(tmp_path):
                         "world.n_samples": 2}
 
 
-@pytest.mark.slow  # 6 more processes, 10-15 s; each grid point's equality runs in-process above
+@pytest.mark.slow  # 6 more jobs, 12-15 s; each grid point's equality runs in-process above
 def test_a_vectorised_sweep_equals_its_jobs_run_one_by_one(tmp_path):
     vectorised, separate = tmp_path / "vectorised", tmp_path / "separate"
     vectorised.mkdir(), separate.mkdir()
