@@ -16,11 +16,16 @@ def default_directory() -> Path:
     return Path(base) / "sim" / "jax"
 
 
-def configure(enabled: bool, directory: str | None = None) -> Path | None:
-    """Switch the cache on (in ``directory``, or the default) or off; the directory used."""
+def configure(enabled: bool, directory: str | None = None,
+              min_compile_seconds: float | None = None) -> Path | None:
+    """Switch the cache on (in ``directory``, or the default) or off; the directory used.
+    ``min_compile_seconds``: cache only programs that took at least this long to compile
+    (None: JAX's threshold, 1 s unless set)."""
     jax.config.update("jax_enable_compilation_cache", enabled)
     if not enabled:
         return None
+    if min_compile_seconds is not None:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
     path = Path(directory).expanduser() if directory else default_directory()
     jax.config.update("jax_compilation_cache_dir", str(path))
     return path

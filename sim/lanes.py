@@ -247,7 +247,7 @@ class _Programs:
         reuses the results: each XLA compilation starts as soon as its program is lowered
         and runs outside the GIL, beside the lowering of the next and the other
         compilations. The peak memory per device of the largest program."""
-        with concurrent.futures.ThreadPoolExecutor(4) as threads:
+        with concurrent.futures.ThreadPoolExecutor(4) as threads:  # at most 4 programs
             compiling = [threads.submit(program.compile)
                          for program in self._lowered(keys_S, dyn_S, generations)]
             peaks = [peak_bytes(c.result()) for c in compiling]

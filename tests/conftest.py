@@ -2,7 +2,6 @@ import os
 import sys
 from pathlib import Path
 
-import jax
 import pytest
 
 from sim import compile_cache, jaxlib_at_least  # sets no backend: only XLA_FLAGS
@@ -29,8 +28,7 @@ for _flag in _FAST_COMPILE:
 # (``sim.experiment.run`` does, in the same directory): the two workers, and later suites,
 # load what any of them compiled. Programs that compile in under a tenth of a second (most
 # of the suite's ~4,000 compiles, eager operations) are not worth a file each.
-compile_cache.configure(True)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+compile_cache.configure(True, min_compile_seconds=0.1)
 
 
 @pytest.fixture(autouse=True)

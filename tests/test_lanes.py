@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -33,7 +34,6 @@ def test_a_lane_does_not_depend_on_how_many_lanes_run():
     np.testing.assert_allclose(few.w2_to_truth, many.w2_to_truth.isel(seed=slice(0, 2)),
                                rtol=1e-5)
     # the attrs name the devices the lanes ran on, not the process's
-    import jax
     here = jax.local_device_count()
     assert few.attrs["device_count"] == min(2, here)
     assert many.attrs["device_count"] == (5 if here >= 5 else 1)  # 5 lanes: 5 is prime
@@ -87,7 +87,6 @@ print(json.dumps([ds.attrs["device_count"], len(keys.sharding.device_set),
 def test_lanes_split_across_devices_with_identical_results():
     # this process has one CPU device per core (sim/__init__.py); the subprocess another
     # number of devices, and the suite's other flags (conftest.py), for equal numbers
-    import jax
     here = jax.local_device_count()
     there = 1 if here > 1 else 2
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
