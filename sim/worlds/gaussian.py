@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sim import lapack, smallmat
+from sim import gamma, lapack, smallmat
 from sim.errors import require
 from sim.metrics.fidelity import precision_recall_density_coverage
 from sim.worlds.base import Array, Dyn, MetricInfo, Params, WorldConfig
@@ -228,7 +228,7 @@ class GaussianWorld:
         k_chi, k_normal = jax.random.split(key)
         d = self.cfg.dim
         z = jax.random.normal(k_normal, (d + d * (d - 1) // 2,))
-        chi2_D = 2.0 * jax.random.gamma(k_chi, (n - 1 - jnp.arange(d)) / 2.0)
+        chi2_D = gamma.chi_square(k_chi, n - 1 - jnp.arange(d))
         mean_D = params.mean_D + params.chol_DxD @ z[:d] / n**0.5
         return mean_D - self.mean_D, params.chol_DxD @ bartlett(chi2_D, z[d:])
 
