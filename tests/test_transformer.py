@@ -67,7 +67,9 @@ def test_matmul_differentiates_as_autodiff_with_plain_products_only() -> None:
     assert rhs_layouts(lambda x, w: x @ w).count(False) == 2  # what the rule is for
 
 
-def test_kv_cache_decode_matches_full_forward(params: dict) -> None:
+@pytest.mark.parametrize("segments", [1, 2, 5])
+def test_kv_cache_decode_matches_full_forward(params: dict, segments: int) -> None:
+    # every position reads the cache segments up to its own (tf.init_cache, 5: uneven)
     tokens = jax.random.randint(jax.random.key(2), (3, CFG.context), 0, CFG.vocab_size)
     logits_full, hidden_full = tf.apply(params, tokens, CFG)
 
@@ -76,7 +78,9 @@ def test_kv_cache_decode_matches_full_forward(params: dict) -> None:
         def step(cache, pos):
             logits, hidden, cache = tf.decode_step(params, cache, tokens_BxL[:, pos], pos, CFG)
             return cache, (logits, hidden)
-        _, (logits, hidden) = jax.lax.scan(step, tf.init_cache(CFG, 3), jnp.arange(CFG.context))
+        cache = tf.init_cache(CFG, 3, segments=segments)
+        assert len(cache[0][0]) == segments
+        _, (logits, hidden) = jax.lax.scan(step, cache, jnp.arange(CFG.context))
         return jnp.swapaxes(logits, 0, 1), jnp.swapaxes(hidden, 0, 1)
 
     logits_dec, hidden_dec = decode_all(tokens)
@@ -144,3 +148,19 @@ def test_rows_sampled_in_blocks_equal_rows_sampled_together(params: dict, monkey
     assert len(np.unique(np.asarray(together), axis=0)) > 40  # rows differ
     np.testing.assert_array_equal(blocked, together)
     np.testing.assert_allclose(blocked_logits, together_logits, atol=1e-5)
+
+
+def test_cache_segments_change_no_token(params: dict, monkeypatch) -> None:
+    # the sampler's cache holds only the sampled positions, in tf.cache_segments() pieces
+    def sample(segments: int) -> tuple[jax.Array, jax.Array]:
+        monkeypatch.setattr(tf, "CPU_CACHE_SEGMENTS", segments)
+        jax.clear_caches()
+        return tf.generate(jax.random.key(2), params, CFG, 16, CFG.context - 1,
+                           temperature=1.1, return_logits=True)
+
+    whole, whole_logits = sample(1)
+    for segments in (2, 3):
+        tokens, logits = sample(segments)
+        np.testing.assert_array_equal(tokens, whole)
+        np.testing.assert_allclose(logits, whole_logits, atol=1e-5)
+    assert len(np.unique(np.asarray(whole), axis=0)) > 12  # rows differ

@@ -29,19 +29,21 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sim import sampling
 from sim.models import draw_params
 
 Array = jax.Array
 Params = Any
-Cache = tuple[tuple[Array, Array], ...]  # per layer: (keys_BxHxCxK, values_BxHxCxK)
+# per layer: (keys, values), each a tuple of segments B x H x C_s x K (``init_cache``)
+Cache = tuple[tuple[tuple[Array, ...], tuple[Array, ...]], ...]
 
 
 @dataclass(frozen=True)
@@ -127,14 +129,46 @@ def _attend(q_BxLxHxK: Array, k_BxSxHxK: Array, v_BxSxHxK: Array, mask_LxS: Arra
     return jnp.einsum("bhls,bshk->blhk", weights, v_BxSxHxK)
 
 
-def _attend_cached(q_BxHxK: Array, k_BxHxCxK: Array, v_BxHxCxK: Array, mask_C: Array
-                   ) -> Array:
-    """Softmax attention of one query per row over the cache. The cache is laid out with
-    the heads before the positions, so the products need no transposed copy of it."""
+def _attend_cached(q_BxHxK: Array, keys: tuple[Array, ...], values: tuple[Array, ...],
+                   pos: Array) -> Array:
+    """Softmax attention of one query per row over the cache positions <= ``pos``. The
+    cache comes in segments of consecutive positions (``init_cache``), each laid out with
+    the heads before the positions, so the products need no transposed copy of it; only
+    the segments up to the one holding ``pos`` are read (a ``lax.switch`` on it)."""
     scale = 1.0 / math.sqrt(q_BxHxK.shape[-1])
-    scores_BxHxC = jnp.einsum("bhk,bhck->bhc", q_BxHxK, k_BxHxCxK) * scale
-    weights = jax.nn.softmax(jnp.where(mask_C, scores_BxHxC, -jnp.inf), axis=-1)
-    return jnp.einsum("bhc,bhck->bhk", weights, v_BxHxCxK)
+    ends = np.cumsum([k.shape[2] for k in keys])
+
+    def attend_first(filled: int) -> Callable[..., Array]:
+        def attend(q_BxHxK: Array, keys: tuple[Array, ...], values: tuple[Array, ...],
+                   pos: Array) -> Array:
+            scores_BxHxC = jnp.concatenate([jnp.einsum("bhk,bhck->bhc", q_BxHxK, k)
+                                            for k in keys[:filled]], -1) * scale
+            visible_C = jnp.arange(ends[filled - 1]) <= pos
+            weights_BxHxC = jax.nn.softmax(jnp.where(visible_C, scores_BxHxC, -jnp.inf), -1)
+            return sum(jnp.einsum("bhc,bhck->bhk", weights_BxHxC[..., end - v.shape[2]:end], v)
+                       for end, v in zip(ends, values[:filled]))
+        return attend
+
+    if len(keys) == 1:
+        return attend_first(1)(q_BxHxK, keys, values, pos)
+    return jax.lax.switch(jnp.searchsorted(jnp.asarray(ends), pos, side="right"),
+                          [attend_first(s + 1) for s in range(len(keys))],
+                          q_BxHxK, keys, values, pos)
+
+
+def _write(segments: tuple[Array, ...], new_BxHxK: Array, pos: Array) -> tuple[Array, ...]:
+    """The cache's segments with ``new`` at position ``pos`` (each segment is written in
+    place: the one holding ``pos`` with ``new``, the others with what they held)."""
+    out, start = [], 0
+    for segment in segments:
+        length = segment.shape[2]
+        at = jnp.clip(pos - start, 0, length - 1)
+        held = jax.lax.dynamic_slice_in_dim(segment, at, 1, axis=2)
+        inside = (pos >= start) & (pos < start + length)
+        out.append(jax.lax.dynamic_update_slice_in_dim(
+            segment, jnp.where(inside, new_BxHxK[:, :, None], held), at, axis=2))
+        start += length
+    return tuple(out)
 
 
 class Block(nn.Module):
@@ -169,18 +203,14 @@ class Block(nn.Module):
         x_BxLxD = x_BxLxD + self.attn_out(att_BxLxHxK.reshape(x_BxLxD.shape))
         return self._mlp(x_BxLxD)
 
-    def step(self, x_BxD: Array, pos: Array, keys_BxHxCxK: Array, values_BxHxCxK: Array
-             ) -> tuple[Array, Array, Array]:
+    def step(self, x_BxD: Array, pos: Array, keys: tuple[Array, ...],
+             values: tuple[Array, ...]) -> tuple[Array, tuple[Array, ...], tuple[Array, ...]]:
         """One position: write its key/value into the cache at ``pos``, attend to <= pos."""
         q_BxHxK, k_BxHxK, v_BxHxK = self._qkv(x_BxD)
-        keys_BxHxCxK = jax.lax.dynamic_update_slice_in_dim(keys_BxHxCxK, k_BxHxK[:, :, None],
-                                                           pos, axis=2)
-        values_BxHxCxK = jax.lax.dynamic_update_slice_in_dim(values_BxHxCxK,
-                                                             v_BxHxK[:, :, None], pos, axis=2)
-        visible_C = jnp.arange(keys_BxHxCxK.shape[2]) <= pos
-        att_BxHxK = _attend_cached(q_BxHxK, keys_BxHxCxK, values_BxHxCxK, visible_C)
+        keys, values = _write(keys, k_BxHxK, pos), _write(values, v_BxHxK, pos)
+        att_BxHxK = _attend_cached(q_BxHxK, keys, values, pos)
         x_BxD = x_BxD + self.attn_out(att_BxHxK.reshape(x_BxD.shape))
-        return self._mlp(x_BxD), keys_BxHxCxK, values_BxHxCxK
+        return self._mlp(x_BxD), keys, values
 
 
 class TransformerLM(nn.Module):
@@ -249,11 +279,33 @@ def apply(params: Params, tokens_BxL: Array, cfg: TransformerConfig) -> tuple[Ar
     return TransformerLM(cfg).apply({"params": params}, tokens_BxL)
 
 
-def init_cache(cfg: TransformerConfig, batch: int) -> Cache:
-    """An empty key/value cache: per layer two zero arrays ``B x H x C x K``."""
-    shape = (batch, cfg.heads, cfg.context, cfg.head_width)
-    return tuple((jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32))
+def init_cache(cfg: TransformerConfig, batch: int, length: int | None = None,
+               segments: int | None = None) -> Cache:
+    """An empty key/value cache for positions ``0..length-1`` (default: the context): per
+    layer a tuple of keys and one of values, each of ``segments`` zero arrays
+    ``B x H x C_s x K`` of consecutive positions (default ``cache_segments()``)."""
+    length = cfg.context if length is None else length
+    segments = min(length, cache_segments() if segments is None else segments)
+    bounds = [length * s // segments for s in range(segments + 1)]
+    shapes = [(batch, cfg.heads, end - start, cfg.head_width)
+              for start, end in zip(bounds, bounds[1:])]
+    return tuple((tuple(jnp.zeros(shape, jnp.float32) for shape in shapes),
+                  tuple(jnp.zeros(shape, jnp.float32) for shape in shapes))
                  for _ in range(cfg.layers))
+
+
+CPU_CACHE_SEGMENTS = 2  # segments of a sampler's cache on CPU (``cache_segments``)
+
+
+def cache_segments() -> int:
+    """Segments of a key/value cache (``init_cache``): decoding position p reads only the
+    segments up to the one holding p. On CPU ``CPU_CACHE_SEGMENTS``: the attention's
+    products over the cache were most of the sampler's time, and 1024 rows x 64 tokens of
+    the ``lm`` benchmark's model sampled 40.7-46.8k tokens/s with 2 segments against
+    36.8-38.4k with one, compiling 0.1 s longer (3 segments: 43.0-45.5k, 1.3 s longer;
+    docs/performance.md). Elsewhere one: a ``lax.switch`` on an accelerator may wait for
+    the host."""
+    return CPU_CACHE_SEGMENTS if jax.default_backend() == "cpu" else 1
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
@@ -339,8 +391,10 @@ def _generate(key: Array, params: Params, cfg: TransformerConfig, batch: int, le
         rows_R = u_TxR.shape[1]
         token0_R = jnp.full((rows_R,), bos_token, jnp.int32)
         contrast_caches = (() if contrast is None else
-                           (init_cache(contrast.cfg, rows_R), init_cache(contrast.cfg, rows_R)))
-        _, out = jax.lax.scan(step, (init_cache(cfg, rows_R), token0_R, contrast_caches),
+                           (init_cache(contrast.cfg, rows_R, length),
+                            init_cache(contrast.cfg, rows_R, length)))
+        _, out = jax.lax.scan(step, (init_cache(cfg, rows_R, length), token0_R,
+                                     contrast_caches),
                               (positions_T, u_TxR))
         return out
 
