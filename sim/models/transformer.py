@@ -8,7 +8,8 @@ under ``jax.vmap`` over a leading axis of the params and keys. Functions:
   ``hidden`` is the final pre-logit representation (after the last LayerNorm), the one used
   for feature distillation.
 * ``init_cache`` / ``decode_step``: incremental decoding with a key/value cache, so that
-  sampling T tokens costs T single-position steps instead of T full forwards.
+  sampling T tokens costs T single-position steps instead of T full forwards; the cache
+  comes in segments of positions, and a step reads those up to its own (``cache_segments``).
 * ``generate(...) -> tokens_BxT`` (and optionally the per-step raw logits_BxTxV), a
   ``lax.scan`` over positions that samples with ``sim.sampling``; a ``Contrast`` of two
   other models (each with its own cache) can shift the sampling logits (antidistillation
@@ -159,6 +160,9 @@ def _attend_cached(q_BxHxK: Array, keys: tuple[Array, ...], values: tuple[Array,
 def _write(segments: tuple[Array, ...], new_BxHxK: Array, pos: Array) -> tuple[Array, ...]:
     """The cache's segments with ``new`` at position ``pos`` (each segment is written in
     place: the one holding ``pos`` with ``new``, the others with what they held)."""
+    if len(segments) == 1:
+        return (jax.lax.dynamic_update_slice_in_dim(segments[0], new_BxHxK[:, :, None], pos,
+                                                    axis=2),)
     out, start = [], 0
     for segment in segments:
         length = segment.shape[2]
@@ -300,11 +304,11 @@ CPU_CACHE_SEGMENTS = 2  # segments of a sampler's cache on CPU (``cache_segments
 def cache_segments() -> int:
     """Segments of a key/value cache (``init_cache``): decoding position p reads only the
     segments up to the one holding p. On CPU ``CPU_CACHE_SEGMENTS``: the attention's
-    products over the cache were most of the sampler's time, and 1024 rows x 64 tokens of
-    the ``lm`` benchmark's model sampled 40.7-46.8k tokens/s with 2 segments against
-    36.8-38.4k with one, compiling 0.1 s longer (3 segments: 43.0-45.5k, 1.3 s longer;
-    docs/performance.md). Elsewhere one: a ``lax.switch`` on an accelerator may wait for
-    the host."""
+    products over the cache were three quarters of the sampler's time, and 1024 rows x 64
+    tokens of the ``lm`` benchmark's model (one device) sampled 44.9-49.9k tokens/s with 2
+    segments against 34.7-39.7k with one, compiling 0.1 s longer; 3 segments compiled 1.3 s
+    longer for no clear gain (docs/performance.md). Elsewhere one: an accelerator may wait
+    for its host at a ``lax.switch``."""
     return CPU_CACHE_SEGMENTS if jax.default_backend() == "cpu" else 1
 
 
