@@ -30,11 +30,10 @@ def test_draws_follow_the_gamma_law(draws_NxA: np.ndarray, column: int) -> None:
     sample = draws_NxA[:, column]
     assert np.all(sample >= 0) and np.all(np.isfinite(sample))
     assert stats.kstest(sample, stats.gamma(alpha).cdf).statistic < KS_CRITICAL
-    # the KS statistic is blind far out in the tails, where collapse studies look: the
-    # log's mean and variance (digamma, trigamma) weigh the small values as well
-    log_sample = np.log(np.maximum(sample, np.finfo(np.float32).tiny))
-    if alpha >= 0.5:  # below, float32 draws of 0 (P(X < 1e-38) ~ 1e-38 alpha) skew logs
-        assert_mean(log_sample, digamma(alpha), sd=np.sqrt(polygamma(1, alpha)))
+    # the KS statistic is blind far out in the tails, where collapse studies look; the
+    # log's mean (digamma; trigamma its variance) weighs the small values as well
+    if alpha >= 0.5:  # at 0.05, 1.3% of the law lies below float32's smallest normal
+        assert_mean(np.log(sample), digamma(alpha), sd=np.sqrt(polygamma(1, alpha)))
 
 
 def test_draws_are_independent_across_elements_and_keys(draws_NxA: np.ndarray) -> None:
@@ -54,6 +53,6 @@ def test_chi_square_has_its_mean_and_variance() -> None:
         assert_mean((sample[:, column] - k) ** 2, 2 * k, sd=np.sqrt(8 * k**2 + 48 * k))
 
 
-def test_invalid_shapes_give_nan_and_stop() -> None:
+def test_invalid_alphas_give_nan_without_hanging() -> None:
     out = np.asarray(gamma.gamma(jax.random.key(0), jnp.array([0.0, -1.0, jnp.nan, 2.0])))
     assert np.isnan(out[:3]).all() and np.isfinite(out[3])
