@@ -151,9 +151,9 @@ def test_rows_sampled_in_blocks_equal_rows_sampled_together(params: dict, monkey
 
 
 def test_cache_segments_change_no_token(params: dict, monkeypatch) -> None:
-    # the sampler's cache holds only the sampled positions, in tf.cache_segments() pieces
+    # the sampler's cache holds only the sampled positions, in tf.cache_segments pieces
     def sample(segments: int) -> tuple[jax.Array, jax.Array]:
-        monkeypatch.setattr(tf, "CPU_CACHE_SEGMENTS", segments)
+        monkeypatch.setattr(tf, "cache_segments", lambda length: segments)
         jax.clear_caches()
         return tf.generate(jax.random.key(2), params, CFG, 16, CFG.context - 1,
                            temperature=1.1, return_logits=True)

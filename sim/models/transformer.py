@@ -287,9 +287,9 @@ def init_cache(cfg: TransformerConfig, batch: int, length: int | None = None,
                segments: int | None = None) -> Cache:
     """An empty key/value cache for positions ``0..length-1`` (default: the context): per
     layer a tuple of keys and one of values, each of ``segments`` zero arrays
-    ``B x H x C_s x K`` of consecutive positions (default ``cache_segments()``)."""
+    ``B x H x C_s x K`` of consecutive positions (default ``cache_segments(length)``)."""
     length = cfg.context if length is None else length
-    segments = min(length, cache_segments() if segments is None else segments)
+    segments = min(length, cache_segments(length) if segments is None else segments)
     bounds = [length * s // segments for s in range(segments + 1)]
     shapes = [(batch, cfg.heads, end - start, cfg.head_width)
               for start, end in zip(bounds, bounds[1:])]
@@ -298,18 +298,19 @@ def init_cache(cfg: TransformerConfig, batch: int, length: int | None = None,
                  for _ in range(cfg.layers))
 
 
-CPU_CACHE_SEGMENTS = 2  # segments of a sampler's cache on CPU (``cache_segments``)
-
-
-def cache_segments() -> int:
-    """Segments of a key/value cache (``init_cache``): decoding position p reads only the
-    segments up to the one holding p. On CPU ``CPU_CACHE_SEGMENTS``: the attention's
-    products over the cache were three quarters of the sampler's time, and 1024 rows x 64
-    tokens of the ``lm`` benchmark's model (one device) sampled 44.9-49.9k tokens/s with 2
-    segments against 34.7-39.7k with one, compiling 0.1 s longer; 3 segments compiled 1.3 s
-    longer for no clear gain (docs/performance.md). Elsewhere one: an accelerator may wait
-    for its host at a ``lax.switch``."""
-    return CPU_CACHE_SEGMENTS if jax.default_backend() == "cpu" else 1
+def cache_segments(length: int) -> int:
+    """Segments of a key/value cache of ``length`` positions (``init_cache``): decoding
+    position p reads only the segments up to the one holding p. On CPU 2, and 4 beyond 128
+    positions: the attention's products over the cache were three quarters of the
+    sampler's time. With the ``lm`` benchmark's model on one device, 1024 rows x 64 tokens
+    sampled 44.9-49.9k tokens/s with 2 segments against 34.7-39.7k with one, compiling 0.1 s
+    longer (3 segments: 1.3 s longer for no clear gain); 512 x 128 tokens 27.9-31.3k with 4
+    against 25.8-29.1k with 2 (compiling 1.0-1.6 s longer); 256 x 256 tokens 17.0-18.7k
+    with 4, 14.4-16.2k with 2 and 12.7-13.6k with one (docs/performance.md). Elsewhere one:
+    an accelerator may wait for its host at a ``lax.switch``."""
+    if jax.default_backend() != "cpu":
+        return 1
+    return 2 if length <= 128 else 4
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
