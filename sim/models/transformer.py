@@ -137,7 +137,7 @@ def _attend_cached(q_BxHxK: Array, keys: tuple[Array, ...], values: tuple[Array,
     the heads before the positions, so the products need no transposed copy of it; only
     the segments up to the one holding ``pos`` are read (a ``lax.switch`` on it)."""
     scale = 1.0 / math.sqrt(q_BxHxK.shape[-1])
-    ends = np.cumsum([k.shape[2] for k in keys])
+    ends = _ends(keys)
 
     def attend_first(filled: int) -> Callable[..., Array]:
         def attend(q_BxHxK: Array, keys: tuple[Array, ...], values: tuple[Array, ...],
@@ -150,11 +150,15 @@ def _attend_cached(q_BxHxK: Array, keys: tuple[Array, ...], values: tuple[Array,
                        for end, v in zip(ends, values[:filled]))
         return attend
 
-    if len(keys) == 1:
-        return attend_first(1)(q_BxHxK, keys, values, pos)
+    # with one segment lax.switch calls its one branch: no switch in the program
     return jax.lax.switch(jnp.searchsorted(jnp.asarray(ends), pos, side="right"),
                           [attend_first(s + 1) for s in range(len(keys))],
                           q_BxHxK, keys, values, pos)
+
+
+def _ends(segments: tuple[Array, ...]) -> np.ndarray:
+    """One past the last position of each of a cache's segments."""
+    return np.cumsum([segment.shape[2] for segment in segments])
 
 
 def _write(segments: tuple[Array, ...], new_BxHxK: Array, pos: Array) -> tuple[Array, ...]:
@@ -163,15 +167,14 @@ def _write(segments: tuple[Array, ...], new_BxHxK: Array, pos: Array) -> tuple[A
     if len(segments) == 1:
         return (jax.lax.dynamic_update_slice_in_dim(segments[0], new_BxHxK[:, :, None], pos,
                                                     axis=2),)
-    out, start = [], 0
-    for segment in segments:
-        length = segment.shape[2]
-        at = jnp.clip(pos - start, 0, length - 1)
+    out = []
+    for end, segment in zip(_ends(segments), segments):
+        start = end - segment.shape[2]
+        at = jnp.clip(pos - start, 0, segment.shape[2] - 1)
         held = jax.lax.dynamic_slice_in_dim(segment, at, 1, axis=2)
-        inside = (pos >= start) & (pos < start + length)
+        inside = (pos >= start) & (pos < end)
         out.append(jax.lax.dynamic_update_slice_in_dim(
             segment, jnp.where(inside, new_BxHxK[:, :, None], held), at, axis=2))
-        start += length
     return tuple(out)
 
 
