@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 from sim.errors import ConfigError, require
-from sim.files import replacing
+from sim.files import replacing, signals_deferred
 
 DIRECTORY = "checkpoint"
 FILE = "state.npz"
@@ -141,15 +141,17 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def save(run_dir: str | os.PathLike, config: str, snapshot: Snapshot) -> Path:
-    """Write the checkpoint atomically: beside its place, fsynced, then renamed."""
+    """Write the checkpoint atomically: beside its place, fsynced, then renamed; Ctrl-C or
+    SIGTERM during the write arrives once it is done."""
     directory = Path(run_dir) / DIRECTORY
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / FILE
-    with replacing(path) as tmp, open(tmp, "wb") as file:
-        np.savez(file, **dict(_entries(config, snapshot)))
-        file.flush()
-        os.fsync(file.fileno())
-    _fsync_dir(directory)
+    with signals_deferred():
+        with replacing(path) as tmp, open(tmp, "wb") as file:
+            np.savez(file, **dict(_entries(config, snapshot)))
+            file.flush()
+            os.fsync(file.fileno())
+        _fsync_dir(directory)
     return path
 
 

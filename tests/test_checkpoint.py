@@ -113,6 +113,23 @@ def test_a_full_disk_leaves_the_last_checkpoint_and_the_run_goes_on(tmp_path, mo
     assert checkpoint.load(tmp_path)[0] == "first"
 
 
+def test_ctrl_c_during_a_save_arrives_after_a_whole_checkpoint(tmp_path, monkeypatch):
+    savez = np.savez
+
+    def interrupted(file, **arrays):  # Ctrl-C halfway through the zip
+        file.write(b"part of a checkpoint")
+        signal.raise_signal(signal.SIGINT)
+        file.seek(0)
+        file.truncate()
+        savez(file, **arrays)
+
+    monkeypatch.setattr(np, "savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(tmp_path, "config", _snapshot())
+    assert checkpoint.load(tmp_path)[0] == "config"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_an_unreadable_checkpoint_is_refused_in_one_line(tmp_path):
     (tmp_path / checkpoint.DIRECTORY).mkdir()
     (tmp_path / checkpoint.DIRECTORY / checkpoint.FILE).write_bytes(b"not a checkpoint")
