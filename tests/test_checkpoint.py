@@ -4,6 +4,7 @@ run, in process and through ``python -m sim`` killed (SIGKILL) or interrupted (C
 import dataclasses
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -113,21 +114,38 @@ def test_a_full_disk_leaves_the_last_checkpoint_and_the_run_goes_on(tmp_path, mo
     assert checkpoint.load(tmp_path)[0] == "first"
 
 
-def test_ctrl_c_during_a_save_arrives_after_a_whole_checkpoint(tmp_path, monkeypatch):
-    savez = np.savez
+CTRL_C_MID_SAVE = """
+import signal, sys
+import numpy as np
+from sim import checkpoint
+savez = np.savez
 
-    def interrupted(file, **arrays):  # Ctrl-C halfway through the zip
-        file.write(b"part of a checkpoint")
-        signal.raise_signal(signal.SIGINT)
-        file.seek(0)
-        file.truncate()
-        savez(file, **arrays)
+def interrupted(file, **arrays):  # Ctrl-C halfway through the zip
+    file.write(b"part of a checkpoint")
+    signal.raise_signal(signal.SIGINT)
+    file.seek(0)
+    file.truncate()
+    savez(file, **arrays)
 
-    monkeypatch.setattr(np, "savez", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        checkpoint.save(tmp_path, "config", _snapshot())
-    assert checkpoint.load(tmp_path)[0] == "config"
+np.savez = interrupted
+snapshot = checkpoint.Snapshot(2, 0, 1, checkpoint.to_host({"w": np.ones(3)}), {}, {},
+                               np.ones(3), np.ones(3, np.int64))
+try:
+    checkpoint.save(sys.argv[1], "config", snapshot)
+except KeyboardInterrupt:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    print("interrupted")
+"""
+
+
+def test_ctrl_c_during_a_save_arrives_after_a_whole_checkpoint(tmp_path):
+    # in a process of its own: signal handlers live in the main thread, and pytest-xdist
+    # runs tests in another
+    out = subprocess.run([sys.executable, "-c", CTRL_C_MID_SAVE, str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "interrupted\n"
+    assert checkpoint.load(tmp_path)[0] == "config"
 
 
 def test_an_unreadable_checkpoint_is_refused_in_one_line(tmp_path):
