@@ -16,9 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/stats.py
 # to float32 rounding (a sharded run differed by 3e-6 relative), so tests that compare with
 # a subprocess pass these flags on. Set before JAX makes its backend; subprocesses
 # (python -m sim) inherit them. Each unless XLA_FLAGS sets it; the second only with jaxlib
-# 0.10 or newer, where it was measured (XLA aborts on a flag it does not know).
+# 0.10, where it was measured: 0.11 removed the older emitters and their flag, and XLA
+# aborts on a flag it does not know (the whole suite, without a word).
 _FAST_COMPILE = ["--xla_backend_optimization_level=0"]
-if jaxlib_at_least(0, 10):
+if jaxlib_at_least(0, 10) and not jaxlib_at_least(0, 11):
     _FAST_COMPILE.append("--xla_cpu_use_fusion_emitters=false")
 for _flag in _FAST_COMPILE:
     if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):

@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 import xarray as xr
 
-from sim import experiment
+from sim import experiment, jaxlib_at_least
 from sim.config import Config
 from sim.distill import DistillConfig, Objective, TrainConfig
 from sim.lanes import LanesConfig
@@ -20,6 +20,10 @@ from sim.worlds.gaussian import GaussianConfig
 from sim.worlds.markov_lm import MarkovLMConfig
 
 COUNTED = ("fit", "fit_statistics", "measure")
+# Fitting and measuring lane by lane inside vmapped lanes (jax.custom_batching.
+# sequential_vmap) traces each of the world's fit and measure twice a program before JAX
+# 0.11 (for one lane and for the loop over lanes), once from 0.11 on.
+LANEWISE = 1 if jaxlib_at_least(0, 11) else 2
 
 
 def _traces(cfg: Config) -> dict[str, int]:
@@ -58,17 +62,15 @@ SMALL_LM = Config(world=MarkovLMConfig(n_samples=8, seq_len=4, vocab_size=4, wid
 
 
 def test_a_small_lm_chain_traces_each_program_once():
-    # (fitting and measuring lane by lane inside vmapped lanes traces each of the world's
-    # fit and measure twice a program: for one lane and for the loop over lanes)
     untaught = _traces(dataclasses.replace(SMALL_LM, generations=0, seeds=2,
                                            lanes=LanesConfig()))
-    assert untaught == {"fit": 2, "measure": 2}
+    assert untaught == {"fit": LANEWISE, "measure": LANEWISE}
     # later generations, in chunks of lanes, compile no second fit (one ``learn`` for
     # every generation)
     assert _traces(SMALL_LM) == untaught
     # a student that queries its teacher's logits fits differently from generation 0
     kl = dataclasses.replace(SMALL_LM, distill=DistillConfig(objective=Objective.soft))
-    assert _traces(kl) == {"fit": 4, "measure": 2}
+    assert _traces(kl) == {"fit": 2 * LANEWISE, "measure": LANEWISE}
 
 
 def test_one_fit_for_every_generation_gives_what_two_give():
