@@ -11,8 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-import sim
-from sim import experiment
+from sim import experiment, jaxlib_at_least
 from sim.config import Config
 from sim.errors import ConfigError
 from sim.lanes import LanesConfig, Strategy
@@ -110,7 +109,7 @@ def _flags_after_importing_sim(**env: str) -> list[str]:
     return [f for f in out.stdout.split() if "device_count" in f]
 
 
-@pytest.mark.skipif(not sim.jaxlib_at_least(0, 10),
+@pytest.mark.skipif(not jaxlib_at_least(0, 10),
                     reason="sim sets its XLA flags only with jaxlib 0.10 or newer")
 def test_importing_sim_makes_one_cpu_device_per_core_unless_the_count_is_set():
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
