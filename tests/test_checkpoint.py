@@ -118,6 +118,7 @@ CTRL_C_MID_SAVE = """
 import signal, sys
 import numpy as np
 from sim import checkpoint
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a shell (not inherited)
 savez = np.savez
 
 def interrupted(file, **arrays):  # Ctrl-C halfway through the zip
