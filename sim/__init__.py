@@ -49,11 +49,16 @@ def jaxlib_at_least(major: int, minor: int) -> bool:
         return False
 
 
+def add_xla_flags(flags: dict[str, str]) -> None:
+    """Append each ``--flag=value`` to ``XLA_FLAGS`` unless ``XLA_FLAGS`` already sets the
+    flag (read when JAX first makes a backend)."""
+    for flag, value in flags.items():
+        if flag not in os.environ.get("XLA_FLAGS", ""):
+            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}={value}".strip()
+
+
 if jaxlib_at_least(0, 10):
-    for _flag, _value in _FLAGS.items():
-        if _flag not in os.environ.get("XLA_FLAGS", ""):
-            _set = os.environ.get("XLA_FLAGS", "")
-            os.environ["XLA_FLAGS"] = f"{_set} {_flag}={_value}".strip()
+    add_xla_flags(_FLAGS)
     from sim.threefry import lower_unrolled
 
     lower_unrolled()

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from sim import compile_cache, jaxlib_at_least  # sets no backend: only XLA_FLAGS
+from sim import add_xla_flags, compile_cache, jaxlib_at_least  # sets no backend: only XLA_FLAGS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/stats.py
 
@@ -18,12 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/stats.py
 # (python -m sim) inherit them. Each unless XLA_FLAGS sets it; the second only with jaxlib
 # 0.10, where it was measured: 0.11 removed the older emitters and their flag, and XLA
 # aborts on a flag it does not know (the whole suite, without a word).
-_FAST_COMPILE = ["--xla_backend_optimization_level=0"]
+_FAST_COMPILE = {"--xla_backend_optimization_level": "0"}
 if jaxlib_at_least(0, 10) and not jaxlib_at_least(0, 11):
-    _FAST_COMPILE.append("--xla_cpu_use_fusion_emitters=false")
-for _flag in _FAST_COMPILE:
-    if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
+    _FAST_COMPILE["--xla_cpu_use_fusion_emitters"] = "false"
+add_xla_flags(_FAST_COMPILE)
 
 # JAX's persistent compile cache for every test, not only after a test's run switched it on
 # (``sim.experiment.run`` does, in the same directory): the two workers, and later suites,
