@@ -15,7 +15,9 @@ lowering and XLA compiling, from JAX's monitoring events; programs compiled at o
 once), ``train_tokens_per_s`` and ``train_flops_per_s``
 (the ``train_flops`` the LM world records, over the run's time outside compiling less the
 sampling time), ``ceiling_flops_per_s`` (the best of several large float32 matmuls, timed
-here on the same backend), ``train_fraction_of_ceiling``, ``sample_tokens_per_s`` (a
+here on the same backend just before the workload and again just after it: a shared
+host's speed drifts while a workload runs, and the better of the two is the conservative
+ceiling), ``train_fraction_of_ceiling``, ``sample_tokens_per_s`` (a
 generation's sampling, ``n_samples`` sequences per lane, timed alone and warm on the same
 lanes), ``peak_memory_bytes``, ``backend`` and ``steal_fraction`` (the share of the
 host's CPU time that its hypervisor gave to other machines while the workload ran, from
@@ -181,7 +183,7 @@ def sample_seconds(built: experiment.Experiment, repeats: int = 2) -> float:
     return best_seconds(run, repeats)
 
 
-def bench_lm(overrides: list[str], ceiling: float) -> list[dict[str, Any]]:
+def bench_lm(overrides: list[str]) -> list[dict[str, Any]]:
     cfg = config(merged(LM, overrides))
     built, ds, wall, compiling = run_timed(cfg)
     world = built.chain.world
@@ -193,19 +195,17 @@ def bench_lm(overrides: list[str], ceiling: float) -> list[dict[str, Any]]:
     train_flops = float(ds.train_flops.sum())
     return [result_row("lm", wall_s=wall, compile_s=compiling,
                  train_tokens_per_s=train_tokens / train_s,
-                 train_flops_per_s=train_flops / train_s, ceiling_flops_per_s=ceiling,
-                 train_fraction_of_ceiling=train_flops / train_s / ceiling,
+                 train_flops_per_s=train_flops / train_s,
                  sample_tokens_per_s=sample_tokens / sampling,
                  peak_memory_bytes=int(ds.peak_memory_bytes.max()))]
 
 
-def bench_gaussian(overrides: list[str], ceiling: float) -> list[dict[str, Any]]:
+def bench_gaussian(overrides: list[str]) -> list[dict[str, Any]]:
     rows = []
     for mix in ("replace", "accumulate"):
         _, ds, wall, compiling = run_timed(config(merged(GAUSSIAN, [f"mix={mix}",
                                                                    *overrides])))
         rows.append(result_row(f"gaussian mix={mix}", wall_s=wall, compile_s=compiling,
-                         ceiling_flops_per_s=ceiling,
                          peak_memory_bytes=int(ds.peak_memory_bytes.max())))
     return rows
 
@@ -233,21 +233,28 @@ def process_seconds(args: list[str], cwd: str) -> float:
     return time.perf_counter() - start
 
 
-def bench_sweep(overrides: list[str], ceiling: float) -> list[dict[str, Any]]:
+def bench_sweep(overrides: list[str]) -> list[dict[str, Any]]:
     """The sweep as one vectorised job, then as one process per point (each in a fresh
     directory); peak memory is the largest process's resident peak so far."""
     sweep = merged(SWEEP, overrides)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         wall = process_seconds(["-m", *sweep], tmp)
-        rows.append(result_row("sweep vectorised", wall_s=wall, ceiling_flops_per_s=ceiling,
+        rows.append(result_row("sweep vectorised", wall_s=wall,
                          peak_memory_bytes=peak_rss_bytes(resource.RUSAGE_CHILDREN)))
         separate = points(sweep)
         wall = sum(process_seconds(point, tmp) for point in separate)
         rows.append(result_row(f"sweep {len(separate)} processes", wall_s=wall,
-                         ceiling_flops_per_s=ceiling,
                          peak_memory_bytes=peak_rss_bytes(resource.RUSAGE_CHILDREN)))
     return rows
+
+
+def against_ceiling(row: dict[str, Any], ceiling: float) -> dict[str, Any]:
+    """``row`` with the matmul ceiling and, where it has a training rate, the fraction of
+    the ceiling that rate reaches."""
+    flops = row["train_flops_per_s"]
+    return row | {"ceiling_flops_per_s": ceiling,
+                  "train_fraction_of_ceiling": None if flops is None else flops / ceiling}
 
 
 WORKLOADS = {"lm": bench_lm, "gaussian": bench_gaussian, "sweep": bench_sweep}
@@ -268,11 +275,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE, as for python -m sim")
     parser.add_argument("--json", action="store_true", help="one JSON line per row")
     args = parser.parse_args(argv)
+    ceiling_before = matmul_ceiling()
     before = cpu_jiffies()
-    ceiling = matmul_ceiling()
-    rows = WORKLOADS[args.workload](args.overrides, ceiling)
+    rows = WORKLOADS[args.workload](args.overrides)
     stolen = steal_fraction(before, cpu_jiffies())
-    rows = [row | {"steal_fraction": stolen} for row in rows]
+    ceiling = max(ceiling_before, matmul_ceiling())
+    rows = [against_ceiling(row, ceiling) | {"steal_fraction": stolen} for row in rows]
     if args.json:
         for row in rows:
             print(json.dumps(row))

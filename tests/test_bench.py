@@ -41,3 +41,12 @@ def test_steal_is_the_stolen_share_of_the_cpu_time_between_two_readings():
     assert bench.steal_fraction(None, after) is None and bench.steal_fraction(after, after) is None
     stolen, total = bench.cpu_jiffies()  # this host's (Linux)
     assert 0 <= stolen <= total
+
+
+def test_the_fraction_is_of_the_ceiling_given_and_only_where_there_is_training():
+    lm = bench.result_row("lm", wall_s=1.0, train_flops_per_s=1.5e11)
+    gaussian = bench.result_row("gaussian mix=replace", wall_s=1.0)
+    assert bench.against_ceiling(lm, 4e11) == lm | {"ceiling_flops_per_s": 4e11,
+                                                   "train_fraction_of_ceiling": 0.375}
+    assert bench.against_ceiling(gaussian, 4e11)["train_fraction_of_ceiling"] is None
+    assert bench.against_ceiling(gaussian, 4e11)["ceiling_flops_per_s"] == 4e11
