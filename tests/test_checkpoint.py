@@ -129,10 +129,9 @@ def interrupted(file, **arrays):  # Ctrl-C halfway through the zip
     savez(file, **arrays)
 
 np.savez = interrupted
-snapshot = checkpoint.Snapshot(2, 0, 1, checkpoint.to_host({"w": np.ones(3)}), {}, {},
-                               np.ones(3), np.ones(3, np.int64))
+snapshot = checkpoint.load(sys.argv[1])[1]  # the test's, saved whole
 try:
-    checkpoint.save(sys.argv[1], "config", snapshot)
+    checkpoint.save(sys.argv[2], "config", snapshot)
 except KeyboardInterrupt:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     print("interrupted")
@@ -142,11 +141,13 @@ except KeyboardInterrupt:
 def test_ctrl_c_during_a_save_arrives_after_a_whole_checkpoint(tmp_path):
     # in a process of its own: signal handlers live in the main thread, and pytest-xdist
     # runs tests in another
-    out = subprocess.run([sys.executable, "-c", CTRL_C_MID_SAVE, str(tmp_path)],
+    checkpoint.save(tmp_path / "whole", "config", _snapshot())
+    out = subprocess.run([sys.executable, "-c", CTRL_C_MID_SAVE, str(tmp_path / "whole"),
+                          str(tmp_path / "interrupted")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "interrupted\n"
-    assert checkpoint.load(tmp_path)[0] == "config"
+    assert checkpoint.load(tmp_path / "interrupted")[0] == "config"
 
 
 def test_an_unreadable_checkpoint_is_refused_in_one_line(tmp_path):

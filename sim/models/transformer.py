@@ -109,7 +109,7 @@ def _matmul_jvp(primals: tuple[Array, Array], tangents: tuple[Array, Array]
     # where I > O reverse mode computes it as (g.T @ x).T: x @ dw written as
     # (dw.T @ x.T).T with a barrier that keeps XLA from folding the last transpose back
     x_NxI = x_xI.reshape(-1, x_xI.shape[-1])
-    if x_NxI.shape[1] > w_IxO.shape[1]:
+    if w_IxO.shape[0] > w_IxO.shape[1]:  # I > O
         dy_NxO = jax.lax.dot_general(jax.lax.optimization_barrier(dw_IxO.T), x_NxI,
                                      (((1,), (1,)), ((), ()))).T
     else:
