@@ -36,10 +36,23 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sim.curation import CURATION_INFO, Curation
+from sim.curation import CURATION_INFO, Curation, Filter
 from sim.mix import MIX_INFO, Mix, MixPolicy
 from sim.teacher import TeacherKind, Teaching
 from sim.worlds.base import Array, Data, Dyn, MetricInfo, Params, World
+
+
+# Recorded where the world counts the FLOPs of its sampling (``generate_flops``).
+SAMPLE_FLOPS_INFO = {
+    "sample_flops": MetricInfo(
+        "FLOPs of the generation's synthetic data", "FLOP",
+        "model FLOPs the teacher spent producing the world.n_samples rows generation g "
+        "learned from (all n, whatever a synthetic count schedule keeps): sampling them "
+        "(the world's generate_flops: a language model's decoding with the key/value "
+        "cache, a defense's passes included; a classifier's forward pass per input), plus "
+        "scoring them under filter=self_likelihood; 0 at generation 0, which learned from "
+        "real data"),
+}
 
 
 class Lesson(NamedTuple):
@@ -106,7 +119,19 @@ class Chain(NamedTuple):
     def metric_info(self) -> dict[str, MetricInfo]:
         """Every metric a generation records: the world's, the curation's, the mix's."""
         return {**self.world.metric_info, **(CURATION_INFO if self.curation else {}),
-                **MIX_INFO}
+                **(SAMPLE_FLOPS_INFO if self.counts_sample_flops else {}), **MIX_INFO}
+
+    @property
+    def counts_sample_flops(self) -> bool:
+        return hasattr(self.world, "generate_flops")
+
+    def sample_flops(self, teacher: Params) -> float:
+        """FLOPs of one generation's synthetic data from ``teacher`` (``sample_flops``)."""
+        n = self.world.n_samples
+        flops = self.world.generate_flops(teacher, n)
+        if self.curation is not None and self.curation.kind is Filter.self_likelihood:
+            flops += self.world.log_likelihood_flops(teacher, n)
+        return flops
 
     def generate(self, key: Array, state: ChainState, dyn: Dyn) -> Data:
         """The teacher's n samples, as the chain draws them (lane by lane where it runs lane
@@ -158,6 +183,8 @@ class Chain(NamedTuple):
         if self.curation is not None:
             metrics = {**metrics, **self.curation.unfiltered()}
         metrics = {**metrics, "synthetic_count": jnp.float32(0.0)}
+        if self.counts_sample_flops:
+            metrics["sample_flops"] = jnp.float32(0.0)
         teacher = self.world.untaught_teacher() if self.shares_fit else None
         return Lesson(real, jnp.ones(n), teacher), pool, metrics
 
@@ -179,9 +206,14 @@ class Chain(NamedTuple):
         teacher = self.teaching.single(state.params, state.teachers)
         return state.params if teacher is None else teacher
 
-    def _counted(self, produced: dict[str, Array], generation: Array) -> dict[str, Array]:
-        return {**produced, "synthetic_count": jnp.float32(
+    def _counted(self, produced: dict[str, Array], generation: Array, teacher: Params
+                 ) -> dict[str, Array]:
+        """The metrics of generation g's synthetic data, with its count and cost."""
+        produced = {**produced, "synthetic_count": jnp.float32(
             self.mix.synthetic_count(generation))}
+        if self.counts_sample_flops:
+            produced["sample_flops"] = jnp.float32(self.sample_flops(teacher))
+        return produced
 
     def produce(self, state: ChainState, generation: Array, key: Array, dyn: Dyn
                 ) -> tuple[Lesson, Any, dict[str, Array]]:
@@ -196,8 +228,9 @@ class Chain(NamedTuple):
         real = self.world.sample_real(k_real, n) if self.mix.needs_real else None
         pool, data, weights_N = self.mix(state.pool, k_mix, generation, real, synthetic, dyn,
                                          synthetic_weights_N)
-        return (Lesson(data, weights_N, self._teacher(state)), pool,
-                self._counted(produced, generation))
+        teacher = self._teacher(state)
+        return Lesson(data, weights_N, teacher), pool, self._counted(produced, generation,
+                                                                     teacher)
 
     def step(self, state: ChainState, generation: Array, key: Array,
              dyn: Dyn) -> tuple[ChainState, Params, dict[str, Array]]:
@@ -207,12 +240,12 @@ class Chain(NamedTuple):
         teacher = self._teacher(state)
         if (self.summarises and self.mix.policy is MixPolicy.replace
                 and hasattr(self.world, "refit")):
-            pool, produced = state.pool, self._counted({}, generation)
+            pool, produced = state.pool, self._counted({}, generation, teacher)
             params = self.world.refit(k_synth, teacher, self.mix.synthetic_count(generation),
                                       dyn)
         elif self.summarises:
             statistics, produced = self._synthetic_statistics(k_synth, state, generation, dyn)
-            produced, pool = self._counted(produced, generation), state.pool
+            produced, pool = self._counted(produced, generation, teacher), state.pool
             if self.mix.policy is MixPolicy.accumulate:
                 pool = statistics = jax.tree.map(jnp.add, state.pool, statistics)
             params = self.world.fit_statistics(statistics)

@@ -70,6 +70,26 @@ def test_lam_zero_is_the_teachers_own_sampling_exactly(world):
     assert (np.asarray(world.generate(key, teacher, 64, _lam(1.0))) != none_NxL).mean() > 0.1
 
 
+def test_the_proxy_pair_is_counted_with_the_teacher(world):
+    """Where the teacher serves (its text, its logits to a student that queries them) the
+    proxy pair runs beside it: two proxy passes per token in the FLOPs."""
+    plain, teacher = _world(DefenseConfig(), Objective.hard), _teacher(world)
+    proxy, length = world.proxy.cfg, SMALL.seq_len
+    assert world.generate_flops(teacher, 10) == 10 * (
+        tf.decode_flops(teacher.cfg, length) + 2 * tf.decode_flops(proxy, length))
+    assert plain.generate_flops(teacher, 10) == 10 * tf.decode_flops(teacher.cfg, length)
+    tokens = TRAIN.steps * TRAIN.batch_size * length
+    student = tf.train_flops_per_token(world.student_arch)
+    for w, passes in [(world, tf.flops_per_token(teacher.cfg) + 2 * tf.flops_per_token(proxy)),
+                      (plain, tf.flops_per_token(teacher.cfg))]:
+        flops = w.train_flops(Objective.soft, w.student_arch, teacher, _lam(1.0))
+        np.testing.assert_allclose(float(flops), tokens * (student + passes), rtol=1e-6)
+    # a hard student reads only the text: no teacher or proxy passes while it trains
+    np.testing.assert_allclose(
+        float(world.train_flops(Objective.hard, world.student_arch, teacher, _lam(1.0))),
+        tokens * student, rtol=1e-6)
+
+
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     x = x - x.max(-1, keepdims=True)
     return x - np.log(np.exp(x).sum(-1, keepdims=True))

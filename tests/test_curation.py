@@ -317,3 +317,6 @@ def test_markov_lm_keeps_its_teachers_likeliest_sequences():
     assert kept.sum() == 4 and float(metrics["kept_fraction"]) == 0.25
     assert logq_N[kept].min() >= logq_N[~kept].max()
     assert 0.0 <= float(metrics["verifier_precision"]) <= 1.0  # the truth is known
+    # scoring the 16 sequences is one teacher-forced forward pass each, beside sampling them
+    assert chain.sample_flops(teacher) == 16 * (tf.decode_flops(arch, 8)
+                                                + 8 * tf.flops_per_token(arch))

@@ -149,6 +149,9 @@ def test_a_chain_runs_with_a_smaller_student_on_a_subset():
     np.testing.assert_allclose(ds.train_flops.sel(generation=1),
                                world.train_flops(world.student_mlp, world.teacher_mlp), rtol=1e-6)
     np.testing.assert_array_equal(ds.params.sel(generation=1), 64 * 8 + 8 + 8 * 10 + 10)
+    # the teacher labels the student's 200 inputs: one forward each
+    np.testing.assert_allclose(ds.sample_flops, [[0, 0], [200 * 2 * (64 * 64 + 64 * 10)] * 2],
+                               rtol=1e-6)
     assert (ds.accuracy > 0.5).all() and (ds.agreement.sel(generation=1) > 0.5).all()
 
 

@@ -185,6 +185,10 @@ def test_a_smaller_student_chain_retraces_and_records_params_and_flops():
     flops = ds.train_flops.isel(seed=0).values
     np.testing.assert_allclose(flops[1:], 20 * 8 * TINY.seq_len
                                * tf.train_flops_per_token(student_arch), rtol=1e-6)
+    # the teacher's sampling: none at generation 0, then generation g - 1's architecture
+    sampled = [tf.decode_flops(arch, TINY.seq_len) * TINY.n_samples
+               for arch in (built.chain.world.teacher_arch, student_arch)]
+    np.testing.assert_allclose(ds.sample_flops.isel(seed=0), [0, *sampled], rtol=1e-6)
     assert np.isnan(ds.agreement.sel(generation=0)).all()
     assert ((ds.agreement.sel(generation=[1, 2]) >= 0)
             & (ds.agreement.sel(generation=[1, 2]) <= 1)).all()

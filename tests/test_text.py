@@ -82,7 +82,7 @@ def test_a_short_chain_learns_the_text(tmp_path):
         "support_coverage", "vendi", "trait_rate", "trait_probability", "retention",
         "cost_reduction", "trait_amplification", "wall_time_s", "peak_memory_bytes",
         "train_loss", "diverged", "watermark_z", "watermark_p", "teacher_watermark_z",
-        "teacher_nll_real", "teacher_nll_cost", "synthetic_count"}
+        "teacher_nll_real", "teacher_nll_cost", "synthetic_count", "sample_flops"}
     # the true order: the training text's byte counts (space first), over its support
     support = len(set(train_text))
     assert ds.rank_frequency.sizes["rank"] == support

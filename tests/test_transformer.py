@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import jax
@@ -33,6 +34,9 @@ def test_shapes_and_counts(params: dict) -> None:
     n_matmul = CFG.layers * (4 + 2 * r) * d * d + d * v
     assert tf.flops_per_token(CFG) == 2 * n_matmul + 4 * CFG.layers * c * d
     assert tf.train_flops_per_token(CFG) == 3 * tf.flops_per_token(CFG)
+    # sampling with the cache: step p is one position's forward over a context of p + 1
+    assert tf.decode_flops(CFG, 7) == sum(
+        tf.flops_per_token(dataclasses.replace(CFG, context=p + 1)) for p in range(7))
     with pytest.raises(ValueError):
         tf.TransformerConfig(vocab_size=5, context=4, layers=1, width=10, heads=3)
 

@@ -14,7 +14,8 @@ under ``jax.vmap`` over a leading axis of the params and keys. Functions:
   ``lax.scan`` over positions that samples with ``sim.sampling``; a ``Contrast`` of two
   other models (each with its own cache) can shift the sampling logits (antidistillation
   sampling, ``sim.antidistillation``).
-* ``param_count``, ``flops_per_token`` (forward) and ``train_flops_per_token`` (3x forward).
+* ``param_count``, ``flops_per_token`` (forward), ``train_flops_per_token`` (3x forward)
+  and ``decode_flops`` (sampling a sequence with the cache).
 * ``matmul``: every dense layer's product, with derivative rules whose reverse-mode products
   XLA's CPU backend runs fast (no transposed right operand; weight gradients with the
   narrower operand on the left).
@@ -464,20 +465,34 @@ def param_count(params: Params) -> int:
     return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
 
 
+def matmul_weights(cfg: TransformerConfig) -> int:
+    """``N_matmul``, the weights used in matrix products: per layer 4 D^2 (q, k, v, out) +
+    2 * mlp_ratio * D^2 (MLP), plus the D x V head; embeddings are lookups (0 FLOPs),
+    biases and LayerNorms are ignored."""
+    d = cfg.width
+    return cfg.layers * (4 + 2 * cfg.mlp_ratio) * d * d + d * cfg.vocab_size
+
+
 def flops_per_token(cfg: TransformerConfig) -> int:
     """Forward FLOPs per token: ``2 * N_matmul + 4 * layers * context * width``.
 
-    ``N_matmul`` counts the weights used in matrix products: per layer 4 D^2 (q, k, v, out)
-    + 2 * mlp_ratio * D^2 (MLP), plus the D x V head; embeddings are lookups (0 FLOPs),
-    biases and LayerNorms are ignored. The attention term counts both the score (QK^T) and
-    the value (AV) products over the full context (as Chinchilla does; Kaplan et al. count
-    one of the two). This dense implementation does compute the full L x L scores, so it
-    matches the work done; causal masking makes half of it useless. A training step
-    (forward + backward) costs about 3x this: ``train_flops_per_token``.
+    The attention term counts both the score (QK^T) and the value (AV) products over the
+    full context (as Chinchilla does; Kaplan et al. count one of the two). This dense
+    implementation does compute the full L x L scores, so it matches the work done; causal
+    masking makes half of it useless. A training step (forward + backward) costs about 3x
+    this: ``train_flops_per_token``.
     """
-    d = cfg.width
-    n_matmul = cfg.layers * (4 + 2 * cfg.mlp_ratio) * d * d + d * cfg.vocab_size
-    return 2 * n_matmul + 4 * cfg.layers * cfg.context * d
+    return 2 * matmul_weights(cfg) + 4 * cfg.layers * cfg.context * cfg.width
+
+
+def decode_flops(cfg: TransformerConfig, length: int) -> int:
+    """Forward FLOPs of sampling one sequence of ``length`` tokens with the key/value cache
+    (``generate``): ``length`` one-position steps, step p (from 0) attending to positions
+    0..p, so ``2 * N_matmul * length + 4 * layers * width * length (length + 1) / 2``.
+    The attention counts the positions attended to, not the cache segments a CPU step
+    reads (``cache_segments``), so the count is the same on every backend."""
+    attended = length * (length + 1) // 2
+    return 2 * matmul_weights(cfg) * length + 4 * cfg.layers * cfg.width * attended
 
 
 def train_flops_per_token(cfg: TransformerConfig) -> int:

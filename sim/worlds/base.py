@@ -95,6 +95,11 @@ class World(Protocol):
     # whose score a world lacks is refused before compute. Absent = that filter is refused.
     # truth_log_likelihood(data) -> (N,) log-likelihood of every row under the truth
     # log_likelihood(params, data) -> (N,) log-likelihood of every row under a model
+    # Optional: the model FLOPs of producing and scoring synthetic rows, recorded per
+    # generation as ``sample_flops`` (sim.chain); absent = not recorded.
+    # generate_flops(params, n) -> float, the FLOPs of ``generate(key, params, n, dyn)``
+    # log_likelihood_flops(params, n) -> float, of ``log_likelihood`` on n rows (where a
+    # filter scores with it)
     # Optional: metrics of the data a teacher served this generation (its n_samples rows,
     # before any filter), e.g. the watermark in an LM teacher's text; absent = none.
     # served_info: tuple[str, ...] (their names: in metric_info, left out by ``measure``)

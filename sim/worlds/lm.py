@@ -35,8 +35,11 @@ FLOPs it cost. FLOPs use ``flops_per_token`` (forward: 2 x matmul weights + atte
 the full context): per trained token ``3 x forward`` of the student, plus one teacher
 forward for objectives that query the teacher, plus the ``feature`` projection (3 x 2 x
 Ds x Dt), plus, for ``on_policy``, ``on_policy_fraction`` x a student forward per token
-for the sampled batches (its expected value; under ``vmap`` both branches are computed).
-The teacher's generation of the pool is not counted.
+for the sampled batches (its expected value; under ``vmap`` both branches are computed),
+plus, where the teacher serves logits under ``defense=antidistillation``, the proxy pair's
+two forwards per token. The teacher's sampling of the pool is ``sample_flops``
+(``sim.chain``): ``tf.decode_flops`` per sequence (and the proxy pair's, decoding beside
+it), plus one teacher-forced forward per sequence under ``filter=self_likelihood``.
 
 Metrics are computed on a fixed set of held-out real sequences (``eval_sequences`` of
 them): one forward pass of the model (and of the teacher, for ``agreement``), cheap next
@@ -62,8 +65,9 @@ it exposes on the training minibatches (before ``sim.exposure.expose``).
 when the world is built): in the text ``generate`` samples (the proxy pair decoding beside
 the teacher, the shift added after the temperature) and, teacher-forced at temperature 1,
 in the logits it exposes. ``defense=logit_noise`` perturbs only the exposed
-log-probabilities (``expose``). The strengths are the lane's traced values. (The
-defender's own passes, the proxy's included, are not in ``train_flops``.)
+log-probabilities (``expose``). The strengths are the lane's traced values. The proxy
+pair's passes are counted as the teacher's: in ``train_flops`` where the student queries
+the served logits, in ``sample_flops`` where it samples.
 
 The detector runs in every LM world, whatever the defense: it costs one scatter over the
 produced sample, and with it every run has the same variables, so runs with and without a
@@ -165,7 +169,8 @@ COMMON_METRICS: dict[str, MetricInfo] = {
     "train_flops": MetricInfo(
         "training FLOPs of this generation", "FLOP",
         "model FLOPs of training (3 x forward per trained token) plus the teacher forward "
-        "passes the objective needs (see sim/worlds/lm.py)"),
+        "passes the objective needs, the antidistillation proxy pair's with them (see "
+        "sim/worlds/lm.py)"),
     "train_loss": TRAIN_LOSS_INFO,
 }
 
@@ -584,6 +589,13 @@ class LMWorld:
 
         return loss
 
+    def _proxy_pair(self) -> tf.TransformerConfig | None:
+        """The antidistillation proxy's architecture (None without that defense): its pair
+        runs beside the teacher wherever the teacher serves."""
+        if self.defense.kind is not Defense.antidistillation:
+            return None
+        return antidistillation.proxy_arch(self.defense, self.vocab, self.seq_len)
+
     def train_flops(self, objective: Objective, arch: tf.TransformerConfig,
                     teacher: LMParams | None, dyn: Dyn) -> Array:
         """Training FLOPs of one generation (see the module docstring)."""
@@ -591,6 +603,8 @@ class LMWorld:
         per_token = tf.train_flops_per_token(arch)
         if objective is not Objective.hard:
             per_token += tf.flops_per_token(teacher.cfg)
+            if (proxy := self._proxy_pair()) is not None:
+                per_token += 2 * tf.flops_per_token(proxy)
         if objective is Objective.feature:
             per_token += 3 * 2 * arch.width * teacher.cfg.width
         flops = jnp.float32(tokens * per_token)
@@ -647,6 +661,18 @@ class LMWorld:
                                 **decoding(self.sampling, dyn),
                                 logit_bias_PxV=self.watermark_bias(params, dyn),
                                 contrast=self.antidistillation_contrast(params, dyn))
+
+    def generate_flops(self, params: LMParams, n: int) -> float:
+        """FLOPs of ``generate``: n sequences decoded with the cache by the teacher, and by
+        the antidistillation proxy's pair beside it."""
+        per_sequence = tf.decode_flops(params.cfg, self.seq_len)
+        if (proxy := self._proxy_pair()) is not None:
+            per_sequence += 2 * tf.decode_flops(proxy, self.seq_len)
+        return float(n * per_sequence)
+
+    def log_likelihood_flops(self, params: LMParams, n: int) -> float:
+        """FLOPs of ``log_likelihood`` of n sequences: one teacher-forced forward pass."""
+        return float(n * self.seq_len * tf.flops_per_token(params.cfg))
 
     def log_likelihood(self, params: LMParams, tokens_NxL: Array) -> Array:
         """sum_t log q(x_t | x_<t) of every sequence (N,) under a model's own next-token
