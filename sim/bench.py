@@ -19,7 +19,8 @@ here on the same backend just before the workload and again just after it: a sha
 host's speed drifts while a workload runs, and the better of the two is the conservative
 ceiling), ``train_fraction_of_ceiling``, ``sample_tokens_per_s`` (a
 generation's sampling, ``n_samples`` sequences per lane, timed alone and warm on the same
-lanes), ``peak_memory_bytes``, ``backend`` and ``steal_fraction`` (the share of the
+lanes), ``sample_flops_per_s`` (the ``sample_flops`` the run records for that generation,
+over the same time: decoding with the key/value cache), ``peak_memory_bytes``, ``backend`` and ``steal_fraction`` (the share of the
 host's CPU time that its hypervisor gave to other machines while the workload ran, from
 Linux's ``/proc/stat``: a shared cloud host's noisy neighbours, which every wall-clock
 figure above includes). The persistent compilation cache is off, so compiling is timed as a
@@ -62,7 +63,8 @@ GAUSSIAN = ("world=gaussian", "world.dim=10", "world.n_samples=100", "generation
             "seeds=10000")
 FIELDS = ("workload", "backend", "wall_s", "compile_s", "train_tokens_per_s",
           "train_flops_per_s", "ceiling_flops_per_s", "train_fraction_of_ceiling",
-          "sample_tokens_per_s", "peak_memory_bytes", "steal_fraction")
+          "sample_tokens_per_s", "sample_flops_per_s", "peak_memory_bytes",
+          "steal_fraction")
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
                   "/jax/core/compile/backend_compile_duration")
@@ -197,6 +199,7 @@ def bench_lm(overrides: list[str]) -> list[dict[str, Any]]:
                  train_tokens_per_s=train_tokens / train_s,
                  train_flops_per_s=train_flops / train_s,
                  sample_tokens_per_s=sample_tokens / sampling,
+                 sample_flops_per_s=float(ds.sample_flops.sel(generation=1).sum()) / sampling,
                  peak_memory_bytes=int(ds.peak_memory_bytes.max()))]
 
 
