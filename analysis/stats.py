@@ -152,14 +152,24 @@ def paired_comparisons(da: xr.DataArray, dim: str, generation: int,
     return table
 
 
+def varies_over_seeds(da: xr.DataArray) -> bool:
+    """Whether some seeds of ``da`` differ at some point (NaN aside): not a value the
+    config fixes, such as ``params`` or ``train_flops``."""
+    spread = da.max(SEED, skipna=True) - da.min(SEED, skipna=True)
+    return bool((spread > 0).any())
+
+
 def comparison_table(ds: xr.Dataset, metrics: list[str], dim: str, generation: int
                      ) -> pd.DataFrame:
     """``paired_comparisons`` of every scalar metric in ``metrics`` along ``dim``, as one
-    table (a ``metric`` column first) with Holm's correction across all its rows."""
+    table (a ``metric`` column first) with Holm's correction across all its rows. Metrics
+    the same in every seed (``varies_over_seeds``: costs the config fixes) are left out: a
+    test over seeds says nothing of them, and they would only widen Holm's family."""
     swept = set(swept_dims(ds))
     tables = [paired_comparisons(ds[m], dim, generation).assign(metric=m)
               for m in metrics
-              if all(d in swept or d in ("generation", SEED) for d in ds[m].dims)]
+              if all(d in swept or d in ("generation", SEED) for d in ds[m].dims)
+              and varies_over_seeds(ds[m])]
     if not tables:
         return pd.DataFrame()
     table = pd.concat(tables, ignore_index=True)

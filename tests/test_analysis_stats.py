@@ -105,9 +105,13 @@ def test_paired_comparisons_pairs_by_seed_and_corrects_across_the_table():
     np.testing.assert_allclose(table["p_holm"], stats.holm(table["p"].to_numpy()))
 
 
-def test_comparison_table_covers_scalar_metrics_only():
+def test_comparison_table_covers_scalar_metrics_that_vary_over_seeds_only():
     ds = synthetic(seeds=8)
-    table = stats.comparison_table(ds, ["loss", "distinct_n", "trait_rate"], "mix", 2)
+    # a cost the config fixes: it differs between the mixes, never between seeds
+    ds["flops"] = ds["loss"].mean("seed") * 0 + xr.DataArray([1.0, 2.0], dims="mix")
+    ds["flops"] = ds["flops"].expand_dims(seed=ds.seed).transpose(*ds["loss"].dims)
+    assert not stats.varies_over_seeds(ds["flops"]) and stats.varies_over_seeds(ds["loss"])
+    table = stats.comparison_table(ds, ["loss", "distinct_n", "trait_rate", "flops"], "mix", 2)
     assert set(table["metric"]) == {"loss", "trait_rate"}
     assert len(table) == 2 * 3  # two metrics at 3 temperatures
     np.testing.assert_allclose(table["p_holm"], stats.holm(table["p"].to_numpy()))
