@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 
 from analysis.load import own_dims, swept_dims
 from analysis.stats import seed_summary
-from analysis.style import LINESTYLES, SEQUENTIAL, colour, figure, label, styled
+from analysis.style import LINESTYLES, MARKERS, SEQUENTIAL, colour, figure, label, styled
 
 BIAS_METRICS = ("trait_rate", "trait_probability", "prior_bias", "majority_share",
                 "group_accuracy_gap", "demographic_parity_gap", "equalized_odds_gap",
@@ -55,6 +55,13 @@ def _line_style(point: dict[str, Any], ds: xr.Dataset | xr.DataArray) -> dict[st
     index = [ds[d].values.tolist().index(v) for d, v in point.items()]
     return {"color": colour(index[0] if index else 0),
             "linestyle": LINESTYLES[index[1] % len(LINESTYLES)] if len(index) > 1 else "-"}
+
+
+def _marker_style(point: dict[str, Any], ds: xr.Dataset | xr.DataArray) -> dict[str, Any]:
+    """As ``_line_style``, with the second dim's index as a marker shape instead (the first
+    dim's where there is one)."""
+    index = [ds[d].values.tolist().index(v) for d, v in point.items()] or [0]
+    return {"color": colour(index[0]), "marker": MARKERS[index[-1] % len(MARKERS)]}
 
 
 def _generation_axis(ax: Axes, ds: xr.Dataset, labelled: bool = True) -> None:
@@ -275,13 +282,13 @@ def retention_cost(ds: xr.Dataset, generation: int, x: str = "cost_reduction",
     at_y = _fixed(_check(ds, y), ds).sel(generation=generation)
     sx, sy = seed_summary(at_x), seed_summary(at_y)
     fig, (ax,) = figure()
-    for i, point in enumerate(points(at_x, varied_dims(at_x, ds))):
+    for point in points(at_x, varied_dims(at_x, ds)):
         px, py = sx.sel(point), sy.sel(point)
         ax.errorbar(float(px["mean"]), float(py["mean"]),
                     xerr=[[float(px["mean"] - px["ci_low"])], [float(px["ci_high"] - px["mean"])]],
                     yerr=[[float(py["mean"] - py["ci_low"])], [float(py["ci_high"] - py["mean"])]],
-                    marker="os^Dv<>p"[i % 8], color=colour(i), linestyle="none",
-                    capsize=2, label=_values_label(point))
+                    linestyle="none", capsize=2, markersize=5, label=_values_label(point),
+                    **_marker_style(point, at_x))
     ax.set_xlabel(label(ds[x], width=60))
     ax.set_ylabel(label(ds[y]))
     ax.set_title(f"generation {generation}")

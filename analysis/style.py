@@ -29,6 +29,7 @@ HEIGHT_IN = 2.5
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
            "#F0E442")
 LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "<", ">", "p")
 SEQUENTIAL = "viridis"  # for ordered series (generations): perceptually uniform, CVD-safe
 FORMATS = ("pdf", "png", "svg")
 DPI = 200

@@ -147,6 +147,15 @@ def test_retention_cost_one_point_per_swept_value_at_the_means():
         assert point.get_ydata()[0] == pytest.approx(float(at["retention"].sel(
             {"student.width": width})))
     assert ax.get_xlabel() == "training cost saved" and ax.get_ylabel() == "quality retained"
+    # two swept keys: the colour tells the first apart, the marker the second (as the curves'
+    # colour and line style do)
+    ds = synthetic(swept={"distill": ["hard", "soft"], "student.width": [16, 32, 64]})
+    ax = figures.retention_cost(ds, generation=2).axes[0]
+    points = [line for line in ax.get_lines() if line.get_marker() not in ("", "None", "|", "_")]
+    styles = [(line.get_color(), line.get_marker()) for line in points]
+    assert len(set(styles)) == 6
+    assert [len({c for c, _ in styles[i:i + 3]}) for i in (0, 3)] == [1, 1]  # one per objective
+    assert [m for _, m in styles[:3]] == [m for _, m in styles[3:]]  # one per width
 
 
 def test_axis_labels_wrap_long_names_and_add_units():
