@@ -32,6 +32,10 @@ BAD = [  # (override, the start of the one-line error)
     ("student.layers=-1", "student.layers=-1 is not allowed: an integer >= 0"),
     ("student.heads=-1", "student.heads=-1 is not allowed: an integer >= 0"),
     ("world=digits student.hidden=[0]", "student.hidden=[0] is not allowed: positive layer"),
+    ("world=digits student.width=8", "student.width=8 is not allowed: 0 in the digits world, "
+                                     "whose models are MLPs (size its student with "
+                                     "student.hidden)"),
+    ("world=digits student.layers=1", "student.layers=1 is not allowed: 0 in the digits"),
     ("world=gaussian generations=2 mix.synthetic_schedule=[50,200]",
      "mix.synthetic_schedule=[50, 200] is not allowed: one integer count in [3, 100]"),
     ("world=gaussian mix.synthetic_decay=1.5",

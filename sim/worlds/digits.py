@@ -133,6 +133,10 @@ def _validate(cfg: DigitsConfig, distill: DistillConfig, student: StudentConfig)
             f"images of the {TOTAL} (one per class)")
     require(all(h >= 1 for h in cfg.hidden), "world.hidden", list(cfg.hidden),
             "positive hidden layer sizes (empty = a linear classifier)")
+    for name in ("width", "layers", "heads"):
+        require(getattr(student, name) == 0, f"student.{name}", getattr(student, name),
+                "0 in the digits world, whose models are MLPs (size its student with "
+                "student.hidden)")
     for name, kind in (("activation", Activation), ("student_inputs", Inputs),
                        ("student_targets", Targets)):
         value = getattr(cfg, name)
