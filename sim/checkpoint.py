@@ -221,12 +221,22 @@ def differing_keys(saved: str, current: str) -> dict[str, tuple[Any, Any]]:
             and not any(key == i or key.startswith(i + ".") for i in IGNORED_KEYS)}
 
 
+def _settings(keys: dict[str, tuple[Any, Any]], side: int) -> str:
+    """One side's values of the differing keys, ``seeds=4, train.lr=0.01``; a group with
+    keys set on one side only (another world: another schema) is named once, ``world.*
+    (another world)``, rather than key by key."""
+    regrouped = sorted({key.split(".")[0] for key, pair in keys.items()
+                        if "." in key and "<unset>" in pair})
+    return ", ".join([f"{key}={pair[side]!r}" for key, pair in keys.items()
+                      if key.split(".")[0] not in regrouped]
+                     + [f"{group}.* (another {group})" for group in regrouped])
+
+
 def check_config(saved: str, current: str, what: str) -> None:
     """Raise ConfigError naming the differing keys unless the configs agree."""
     keys = differing_keys(saved, current)
     if keys:
-        now = ", ".join(f"{key}={new!r}" for key, (_, new) in keys.items())
-        before = ", ".join(f"{key}={old!r}" for key, (old, _) in keys.items())
+        now, before = _settings(keys, 1), _settings(keys, 0)
         verb = "is" if len(keys) == 1 else "are"
         raise ConfigError(f"{now} {verb} not allowed: {what} was made with {before}; resume "
                           "with those, or choose a new hydra.run.dir")

@@ -174,6 +174,22 @@ def test_differing_keys_ignore_settings_that_do_not_change_numbers():
         "generations": ("<unset>", 3)}
 
 
+def test_a_config_mismatch_names_another_world_once():
+    """Resuming with another world: its own settings are named as one group, not key by
+    key (the shared ones too), beside the other keys that differ."""
+    saved = "seeds: 4\nworld:\n  n_samples: 100\n  dim: 2\n"
+    now = "seeds: 8\nworld:\n  n_samples: 512\n  seq_len: 32\n  width: 64\n"
+    with pytest.raises(checkpoint.ConfigError) as error:
+        checkpoint.check_config(saved, now, "the run in d")
+    assert str(error.value) == (
+        "seeds=8, world.* (another world) are not allowed: the run in d was made with "
+        "seeds=4, world.* (another world); resume with those, or choose a new "
+        "hydra.run.dir")
+    with pytest.raises(checkpoint.ConfigError, match=r"^seeds=8 is not allowed: the run in d "
+                       r"was made with seeds=4;"):
+        checkpoint.check_config(saved, saved.replace("seeds: 4", "seeds: 8"), "the run in d")
+
+
 # ---- python -m sim, interrupted and resumed ----------------------------------------------
 
 def _checkpointed_generation(run_dir: Path) -> int:
