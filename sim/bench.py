@@ -20,10 +20,10 @@ host's speed drifts while a workload runs, and the better of the two is the cons
 ceiling), ``train_fraction_of_ceiling``, ``sample_tokens_per_s`` (a
 generation's sampling, ``n_samples`` sequences per lane, timed alone and warm on the same
 lanes), ``sample_flops_per_s`` (the ``sample_flops`` the run records for that generation,
-over the same time: decoding with the key/value cache), ``peak_memory_bytes``, ``backend`` and ``steal_fraction`` (the share of the
-host's CPU time that its hypervisor gave to other machines while the workload ran, from
-Linux's ``/proc/stat``: a shared cloud host's noisy neighbours, which every wall-clock
-figure above includes). The persistent compilation cache is off, so compiling is timed as a
+over the same time: decoding with the key/value cache), ``peak_memory_bytes``,
+``backend`` and ``steal_fraction`` (the share of the host's CPU time that its hypervisor
+gave to other machines while the workload ran, from Linux's ``/proc/stat``: a shared cloud
+host's noisy neighbours, which every wall-clock figure above includes). The persistent compilation cache is off, so compiling is timed as a
 first run pays it.
 """
 

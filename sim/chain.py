@@ -123,6 +123,7 @@ class Chain(NamedTuple):
 
     @property
     def counts_sample_flops(self) -> bool:
+        """Whether the world counts its sampling's FLOPs (``sample_flops`` is recorded)."""
         return hasattr(self.world, "generate_flops")
 
     def sample_flops(self, teacher: Params) -> float:
