@@ -26,7 +26,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import yaml
@@ -115,6 +115,20 @@ def from_host(host: HostTree, template: Any) -> Any:
         raise ConfigError("the checkpoint's chain state does not fit this program (made by "
                           "other code?): start a new run (a new hydra.run.dir)")
     return jax.tree.unflatten(treedef, restored)
+
+
+def check_metrics(snapshot: Snapshot, names: Iterable[str]) -> None:
+    """Raise ConfigError unless the snapshot records exactly the metrics ``names`` (a
+    checkpoint made by another version of sim may record others)."""
+    names = set(names)
+    for recorded in (snapshot.history, snapshot.done):
+        if recorded and set(recorded) != names:
+            lacks, extra = sorted(names - set(recorded)), sorted(set(recorded) - names)
+            detail = "; ".join(([f"it lacks {', '.join(lacks)}"] if lacks else [])
+                               + ([f"it has {', '.join(extra)} besides"] if extra else []))
+            raise ConfigError(f"the checkpoint's metrics are not this program's ({detail}: "
+                              "made by another version of sim?): finish the run with that "
+                              "version, or start a new one (a new hydra.run.dir)")
 
 
 def _entries(config: str, snapshot: Snapshot) -> Iterator[tuple[str, np.ndarray]]:

@@ -392,6 +392,7 @@ def run_lanes(chain: Chain, keys_L: Array, dyn_L: dict[str, Array], generations:
     costs = Costs(np.zeros(generations + 1), np.zeros(generations + 1, np.int64))
     chunks, first_chunk = [], 0  # metrics of the finished chunks; the chunk to run first
     if resume is not None:
+        checkpoint.check_metrics(resume, chain.metric_info)
         costs.wall_time_s[:] = resume.wall_time_s
         costs.peak_memory_bytes[:] = resume.peak_memory_bytes
         chunks, first_chunk = [resume.done] if resume.done else [], resume.chunk

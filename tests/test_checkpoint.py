@@ -78,6 +78,24 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_dataset(cfg, resume_
         np.testing.assert_array_equal(resumed.wall_time_s[:g], snapshot.wall_time_s[:g])
 
 
+def test_a_checkpoint_with_other_metrics_is_refused_before_compute():
+    """A checkpoint made by another version of sim, which records other metrics, is
+    refused in one line, not met with a KeyError when the results are written."""
+    built = experiment.build(dataclasses.replace(GAUSSIAN, generations=1))
+    snapshots = []
+    experiment.run(built, save=lambda make: snapshots.append(make()))
+    first, last = snapshots[0], snapshots[-1]  # in the first chunk, and after it
+    assert set(last.history) == set(first.history) == set(built.chain.metric_info)
+    older = first._replace(history={("old_name" if k == "w2_to_truth" else k): v
+                                    for k, v in first.history.items()})
+    with pytest.raises(checkpoint.ConfigError, match=r"^the checkpoint's metrics are not this "
+                       r"program's \(it lacks w2_to_truth; it has old_name besides: made by"):
+        experiment.run(built, resume=older)
+    fewer = last._replace(done={k: v for k, v in last.done.items() if k != "w2_to_truth"})
+    with pytest.raises(checkpoint.ConfigError, match=r"\(it lacks w2_to_truth: made by"):
+        experiment.run(built, resume=fewer)
+
+
 def test_a_checkpoint_restores_keys_and_weak_types_and_refuses_other_shapes():
     state = {"key": jax.random.split(jax.random.key(3), 4), "x": np.arange(6.0).reshape(2, 3)}
     host = checkpoint.to_host(state)
