@@ -209,8 +209,8 @@ def _write_table(out: Path, stem: str, caption: str, header: list[str],
 
 def write_tables(ds: xr.Dataset, metrics: list[str], generation: int, out: Path
                  ) -> tuple[list[Path], list[ReportTable]]:
-    """The summary table and, in a sweep, the paired comparisons, as Markdown and LaTeX
-    under ``out``; the files and the report's tables."""
+    """The summary table, the rates (change per generation) and, in a sweep, the paired
+    comparisons, as Markdown and LaTeX under ``out``; the files and the report's tables."""
     seeds = ds.sizes["seed"]
     summary = tables.summary_table(ds, metrics, generation)
     header, rows = tables.text_table(summary, ds)
@@ -219,6 +219,16 @@ def write_tables(ds: xr.Dataset, metrics: list[str], generation: int, out: Path
     shown = [ReportTable(f"Summary at generation {generation}", header, rows,
                          f"mean ± standard error over {seeds} seeds; the 95% bootstrap "
                          "intervals are in the figures")]
+    if ds.sizes["generation"] >= 3:  # a slope through two points is just their difference
+        rates = tables.rate_table(ds, metrics)
+        header, rows = tables.text_table(rates, ds, per="per generation")
+        if rows:
+            note = (f"least-squares slope against generation in each seed (from generation 1 "
+                    f"for metrics without a value at 0), mean ± standard error over {seeds} "
+                    "seeds; metrics the same in every seed are left out")
+            files += _write_table(out, "rates", "Change per generation: " + note, header,
+                                  rows)
+            shown.append(ReportTable("Change per generation", header, rows, note))
     dim = stats.comparison_dim(ds)
     if dim is None or seeds < 2:
         return files, shown

@@ -83,6 +83,21 @@ def seed_summary(da: xr.DataArray, level: float = LEVEL, n_resamples: int = RESA
     }, coords=coords, attrs=dict(da.attrs))
 
 
+def slopes(da: xr.DataArray) -> xr.DataArray:
+    """The least-squares slope of ``da`` against generation (its change per generation),
+    for every seed and other coordinate, over the generations at which it has a value
+    (from generation 1 for a metric with none at generation 0, such as agreement with a
+    teacher); NaN where fewer than two generations are left or a fitted value is NaN."""
+    others = [d for d in da.dims if d != "generation"]
+    y = da.isel(generation=np.flatnonzero(da.notnull().any(others).values))
+    g = y["generation"].astype(np.float64)
+    if y.sizes["generation"] < 2:
+        return (y.isel(generation=0, drop=True) * np.nan).astype(np.float64)
+    centred = g - g.mean()
+    slope = ((y - y.mean("generation")) * centred).sum("generation", skipna=False)
+    return (slope / float((centred ** 2).sum())).assign_attrs(da.attrs)
+
+
 def holm(p: np.ndarray) -> np.ndarray:
     """Holm's step-down adjusted p-values (family-wise error), NaNs left out and kept.
 

@@ -11,7 +11,7 @@ import xarray as xr
 
 from analysis.figures import points, varied_dims
 from analysis.load import own_dims
-from analysis.stats import seed_summary
+from analysis.stats import seed_summary, slopes, varies_over_seeds
 
 STATS = ("mean", "sem", "ci_low", "ci_high", "count")
 
@@ -20,12 +20,22 @@ def summary_table(ds: xr.Dataset, metrics: list[str], generation: int) -> pd.Dat
     """One row per (swept point, metric) at ``generation``: the varied swept dims' values,
     ``metric``, and the seed statistics ``mean``, ``sem``, ``ci_low``, ``ci_high``,
     ``count``. Metrics with their own dims (distinct_n over n) are left out."""
+    return _seed_table(ds, {m: ds[m].sel(generation=generation) for m in metrics
+                            if not own_dims(ds[m], ds)})
+
+
+def rate_table(ds: xr.Dataset, metrics: list[str]) -> pd.DataFrame:
+    """As ``summary_table``, of each metric's change per generation: its least-squares
+    slope against generation in every seed (``stats.slopes``). Metrics that are the same in
+    every seed (costs the config fixes) are left out, as are those with their own dims."""
+    return _seed_table(ds, {m: slopes(ds[m]) for m in metrics
+                            if not own_dims(ds[m], ds) and varies_over_seeds(ds[m])})
+
+
+def _seed_table(ds: xr.Dataset, values: dict[str, xr.DataArray]) -> pd.DataFrame:
+    """One row per (swept point, metric) of the seed statistics of ``values``."""
     rows = []
-    for metric in metrics:
-        da = ds[metric]
-        if own_dims(da, ds):
-            continue
-        at = da.sel(generation=generation)
+    for metric, at in values.items():
         dims = varied_dims(at, ds)
         summary = seed_summary(at.squeeze([d for d in at.dims if d != "seed"
                                            and d not in dims and at.sizes[d] == 1]))
@@ -42,25 +52,30 @@ def mean_pm_sem(mean: float, sem: float) -> str:
     if not math.isfinite(sem) or sem == 0:
         return f"{mean:.4g}"
     places = max(0, 1 - int(math.floor(math.log10(abs(sem)))))
-    return f"{mean:.{places}f} ± {sem:.{places}f}"
+    rounded = f"{mean:.{places}f}"
+    if float(rounded) == 0:
+        rounded = rounded.lstrip("-")
+    return f"{rounded} ± {sem:.{places}f}"
 
 
-def _heading(ds: xr.Dataset, metric: str) -> str:
-    units = ds[metric].attrs.get("units")
+def _heading(ds: xr.Dataset, metric: str, per: str = "") -> str:
+    units = " ".join(filter(None, [ds[metric].attrs.get("units"), per]))
     return f"{metric} ({units})" if units else metric
 
 
-def text_table(table: pd.DataFrame, ds: xr.Dataset) -> tuple[list[str], list[list[str]]]:
+def text_table(table: pd.DataFrame, ds: xr.Dataset, per: str = ""
+               ) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of strings, cells ``mean ± SE``. One run: a row per metric with its
     interval and seeds. A sweep: a row per swept point and a column per metric, or the
-    transpose when there are more metrics than points (the longer list goes down)."""
+    transpose when there are more metrics than points (the longer list goes down).
+    ``per``: what the values are per, after the units (``per generation`` for rates)."""
     if table.empty:
         return [], []
     dims = [c for c in table.columns if c not in ("metric", *STATS)]
     metrics = list(dict.fromkeys(table["metric"]))
     if not dims:
         header = ["metric", "mean ± SE", "95% CI", "seeds"]
-        rows = [[_heading(ds, r.metric), mean_pm_sem(r.mean, r.sem),
+        rows = [[_heading(ds, r.metric, per), mean_pm_sem(r.mean, r.sem),
                  f"[{r.ci_low:.4g}, {r.ci_high:.4g}]", str(int(r.count))]
                 for r in table.itertuples()]
         return header, rows
@@ -69,11 +84,11 @@ def text_table(table: pd.DataFrame, ds: xr.Dataset) -> tuple[list[str], list[lis
         key = tuple(str(r[d]) for d in dims)
         cells.setdefault(key, {})[r["metric"]] = mean_pm_sem(r["mean"], r["sem"])
     if len(metrics) <= len(cells):
-        header = [*dims, *(_heading(ds, m) for m in metrics)]
+        header = [*dims, *(_heading(ds, m, per) for m in metrics)]
         rows = [[*key, *(row.get(m, "") for m in metrics)] for key, row in cells.items()]
         return header, rows
     header = ["metric", *(", ".join(f"{d}={v}" for d, v in zip(dims, key)) for key in cells)]
-    rows = [[_heading(ds, m), *(row.get(m, "") for row in cells.values())] for m in metrics]
+    rows = [[_heading(ds, m, per), *(row.get(m, "") for row in cells.values())] for m in metrics]
     return header, rows
 
 

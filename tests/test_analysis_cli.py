@@ -42,8 +42,8 @@ def test_cli_writes_figures_tables_and_a_self_contained_report(sweep, capsys):
     names = {p.name for p in figures.iterdir()}
     expected = {"curves_loss.png", "curves_retention.png", "multiples_distinct_n.png",
                 "tails_rank_frequency.png", "bias_propagation.png", "retention_cost.png",
-                "heatmap_loss.png", "summary.md", "summary.tex", "comparisons.md",
-                "comparisons.tex"}
+                "heatmap_loss.png", "summary.md", "summary.tex", "rates.md", "rates.tex",
+                "comparisons.md", "comparisons.tex"}
     assert expected <= names
     assert "curves_params.png" not in names  # constant: not drawn
     assert "curves_trait_rate.png" not in names  # drawn in bias_propagation
@@ -53,6 +53,7 @@ def test_cli_writes_figures_tables_and_a_self_contained_report(sweep, capsys):
     assert "| replace | 1.0 |" in summary
     assert r"\toprule" in (figures / "summary.tex").read_text()
     assert "Holm" in (figures / "comparisons.md").read_text()
+    assert "| loss (nats per generation) |" in (figures / "rates.md").read_text()
     report = (sweep / "report.html").read_text()
     assert not re.search(r"(src|href)=\"(https?:)?//", report)  # nothing to fetch
     assert "<script" not in report

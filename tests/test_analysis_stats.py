@@ -115,3 +115,24 @@ def test_comparison_table_covers_scalar_metrics_that_vary_over_seeds_only():
     assert set(table["metric"]) == {"loss", "trait_rate"}
     assert len(table) == 2 * 3  # two metrics at 3 temperatures
     np.testing.assert_allclose(table["p_holm"], stats.holm(table["p"].to_numpy()))
+
+
+def test_slopes_are_each_seeds_least_squares_fit_against_generation():
+    ds = synthetic(seeds=5)
+    slopes = stats.slopes(ds["loss"])
+    assert "generation" not in slopes.dims and slopes.sizes["seed"] == 5
+    point = {"mix": "replace", "distill": "hard", "sampling.temperature": 1.0}
+    y_GxS = ds["loss"].sel(point).transpose("generation", "seed").values
+    np.testing.assert_allclose(slopes.sel(point).transpose("seed").values,
+                               np.polyfit(ds["generation"].values, y_GxS, 1)[0], rtol=1e-10)
+    # a metric with no value at generation 0 (agreement with a teacher) is fitted from 1
+    later = ds["loss"].where(ds["generation"] > 0)
+    np.testing.assert_allclose(stats.slopes(later).sel(point).transpose("seed").values,
+                               np.polyfit(ds["generation"].values[1:], y_GxS[1:], 1)[0],
+                               rtol=1e-10)
+    # one seed missing a generation the others have: NaN for that seed alone
+    holed = ds["loss"].copy()
+    holed[2, 0] = np.nan
+    fitted = stats.slopes(holed)
+    assert fitted.isel(seed=0).isnull().all() and fitted.isel(seed=1).notnull().all()
+    assert stats.slopes(ds["loss"].isel(generation=[3])).isnull().all()

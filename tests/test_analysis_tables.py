@@ -7,7 +7,7 @@ import pytest
 import scipy.stats
 from test_analysis_data import synthetic
 
-from analysis import tables
+from analysis import stats, tables
 
 
 def test_summary_table_values_are_the_seed_statistics_of_the_dataset():
@@ -26,12 +26,27 @@ def test_summary_table_values_are_the_seed_statistics_of_the_dataset():
     assert row["ci_low"] < row["mean"] < row["ci_high"]
 
 
+def test_rate_table_values_are_the_seed_statistics_of_the_slopes():
+    ds = synthetic()
+    ds["params"] = ds["loss"] * 0 + 100.0  # the same in every seed: no rate
+    table = tables.rate_table(ds, ["loss", "distinct_n", "params"])
+    assert set(table["metric"]) == {"loss"} and len(table) == 6
+    row = table[(table["mix"] == "accumulate") & (table["sampling.temperature"] == 0.5)].iloc[0]
+    x = stats.slopes(ds["loss"]).sel(mix="accumulate", distill="hard",
+                                     **{"sampling.temperature": 0.5}).values
+    assert row["mean"] == pytest.approx(np.mean(x)) and row["mean"] == pytest.approx(0.5, 0.1)
+    assert row["sem"] == pytest.approx(scipy.stats.sem(x))
+    header, _ = tables.text_table(table, ds, per="per generation")
+    assert header[-1] == "loss (nats per generation)"
+
+
 @pytest.mark.parametrize("mean, sem, text", [
     (0.59041, 0.00731, "0.5904 ± 0.0073"),
     (123.456, 12.3, "123 ± 12"),
     (2.0, 0.0, "2"),
     (1.5, float("nan"), "1.5"),
     (float("nan"), 0.1, "NaN"),
+    (-0.000004, 0.00034, "0.00000 ± 0.00034"),  # no minus sign on a zero
 ])
 def test_mean_pm_sem_rounds_to_two_significant_digits_of_the_error(mean, sem, text):
     assert tables.mean_pm_sem(mean, sem) == text
