@@ -234,18 +234,23 @@ def write_tables(ds: xr.Dataset, metrics: list[str], generation: int, out: Path
         return files, shown
     in_summary = set(summary["metric"]) if not summary.empty else set()
     compared = [m for m in metrics if m in in_summary and is_informative(ds[m])]
-    comparison = stats.comparison_table(ds, compared, dim, generation)
-    if comparison.empty:
-        return files, shown
-    header, rows = tables.comparison_text(comparison)
-    note = (f"Wilcoxon signed-rank test of {dim} = a against b over seeds (paired: lanes "
-            f"share seeds) at generation {generation}; p-values Holm-corrected across the "
-            f"{len(comparison)} comparisons")
-    if 2.0 ** (1 - seeds) > 1e-3:  # few seeds: say how small p can get
-        note += (f"; with {seeds} pairs the smallest two-sided p is 2^(1-{seeds}) = "
-                 f"{2.0 ** (1 - seeds):.3g}")
-    files += _write_table(out, "comparisons", note, header, rows)
-    shown.append(ReportTable(f"Paired comparisons of {dim}", header, rows, note))
+    kinds = [(generation, "comparisons", f"at generation {generation}", "")]
+    if ds.sizes["generation"] >= 3:
+        kinds.append((None, "rate_comparisons", "of each seed's change per generation (the "
+                      "slopes of rates.md)", ": change per generation"))
+    for at, stem, what, title in kinds:
+        comparison = stats.comparison_table(ds, compared, dim, at)
+        if comparison.empty:
+            continue
+        header, rows = tables.comparison_text(comparison)
+        note = (f"Wilcoxon signed-rank test of {dim} = a against b over seeds (paired: lanes "
+                f"share seeds) {what}; p-values Holm-corrected across the "
+                f"{len(comparison)} comparisons")
+        if 2.0 ** (1 - seeds) > 1e-3:  # few seeds: say how small p can get
+            note += (f"; with {seeds} pairs the smallest two-sided p is 2^(1-{seeds}) = "
+                     f"{2.0 ** (1 - seeds):.3g}")
+        files += _write_table(out, stem, note, header, rows)
+        shown.append(ReportTable(f"Paired comparisons of {dim}{title}", header, rows, note))
     return files, shown
 
 

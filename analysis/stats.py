@@ -133,15 +133,16 @@ def point_label(point: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in point.items())
 
 
-def paired_comparisons(da: xr.DataArray, dim: str, generation: int,
+def paired_comparisons(da: xr.DataArray, dim: str, generation: int | None,
                        pairs: list[tuple[Any, Any]] | None = None) -> pd.DataFrame:
-    """Every pair (a, b) of values of the swept ``dim`` compared at ``generation``, paired
-    by seed, at every point of the other swept dims, Holm-corrected across the table.
+    """Every pair (a, b) of values of the swept ``dim`` compared at ``generation`` (None:
+    ``da`` has no generation dim, e.g. ``slopes``), paired by seed, at every point of the
+    other swept dims, Holm-corrected across the table.
 
     Columns: ``a``, ``b``, ``at`` (the other swept dims), ``n`` (pairs), ``mean_diff``
     (mean of a - b), ``median_diff``, ``W``, ``p``, ``p_holm``.
     """
-    x = da.sel(generation=generation)
+    x = da if generation is None else da.sel(generation=generation)
     x = x.squeeze([d for d in x.dims if d not in (SEED, dim) and x.sizes[d] == 1], drop=True)
     if pairs is None:
         pairs = list(itertools.combinations(x[dim].values.tolist(), 2))
@@ -174,14 +175,19 @@ def varies_over_seeds(da: xr.DataArray) -> bool:
     return bool((spread > 0).any())
 
 
-def comparison_table(ds: xr.Dataset, metrics: list[str], dim: str, generation: int
+def comparison_table(ds: xr.Dataset, metrics: list[str], dim: str, generation: int | None
                      ) -> pd.DataFrame:
     """``paired_comparisons`` of every scalar metric in ``metrics`` along ``dim``, as one
-    table (a ``metric`` column first) with Holm's correction across all its rows. Metrics
-    the same in every seed (``varies_over_seeds``: costs the config fixes) are left out: a
-    test over seeds says nothing of them, and they would only widen Holm's family."""
+    table (a ``metric`` column first) with Holm's correction across all its rows: of their
+    values at ``generation``, or with None of their change per generation (``slopes``).
+    Metrics the same in every seed (``varies_over_seeds``: costs the config fixes) are left
+    out: a test over seeds says nothing of them, and they would only widen Holm's family."""
     swept = set(swept_dims(ds))
-    tables = [paired_comparisons(ds[m], dim, generation).assign(metric=m)
+
+    def compared(metric: str) -> xr.DataArray:
+        return ds[metric] if generation is not None else slopes(ds[metric])
+
+    tables = [paired_comparisons(compared(m), dim, generation).assign(metric=m)
               for m in metrics
               if all(d in swept or d in ("generation", SEED) for d in ds[m].dims)
               and varies_over_seeds(ds[m])]

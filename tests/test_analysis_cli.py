@@ -43,7 +43,8 @@ def test_cli_writes_figures_tables_and_a_self_contained_report(sweep, capsys):
     expected = {"curves_loss.png", "curves_retention.png", "multiples_distinct_n.png",
                 "tails_rank_frequency.png", "bias_propagation.png", "retention_cost.png",
                 "heatmap_loss.png", "summary.md", "summary.tex", "rates.md", "rates.tex",
-                "comparisons.md", "comparisons.tex"}
+                "comparisons.md", "comparisons.tex", "rate_comparisons.md",
+                "rate_comparisons.tex"}
     assert expected <= names
     assert "curves_params.png" not in names  # constant: not drawn
     assert "curves_trait_rate.png" not in names  # drawn in bias_propagation

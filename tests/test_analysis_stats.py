@@ -136,3 +136,14 @@ def test_slopes_are_each_seeds_least_squares_fit_against_generation():
     fitted = stats.slopes(holed)
     assert fitted.isel(seed=0).isnull().all() and fitted.isel(seed=1).notnull().all()
     assert stats.slopes(ds["loss"].isel(generation=[3])).isnull().all()
+
+
+def test_comparisons_of_the_change_per_generation_pair_each_seeds_slopes():
+    ds = synthetic(seeds=8)
+    table = stats.comparison_table(ds, ["loss"], "mix", None)
+    assert len(table) == 3  # accumulate against replace at 3 temperatures
+    slopes = stats.slopes(ds["loss"]).sel(distill="hard", **{"sampling.temperature": 0.8})
+    row = table[table["at"] == "sampling.temperature=0.8"].iloc[0]
+    xa, xb = (slopes.sel(mix=m).transpose("seed").values for m in ("accumulate", "replace"))
+    assert row["p"] == pytest.approx(scipy.stats.wilcoxon(xa, xb).pvalue)
+    assert row["mean_diff"] == pytest.approx(np.mean(xa - xb))
