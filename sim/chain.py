@@ -46,12 +46,12 @@ from sim.worlds.base import Array, Data, Dyn, MetricInfo, Params, World
 SAMPLE_FLOPS_INFO = {
     "sample_flops": MetricInfo(
         "FLOPs of the generation's synthetic data", "FLOP",
-        "model FLOPs the teacher spent producing the world.n_samples rows generation g "
-        "learned from (all n, whatever a synthetic count schedule keeps): sampling them "
-        "(the world's generate_flops: a language model's decoding with the key/value "
-        "cache, a defense's passes included; a classifier's forward pass per input), plus "
-        "scoring them under filter=self_likelihood; 0 at generation 0, which learned from "
-        "real data"),
+        "model FLOPs the teacher spent producing the synthetic_count rows it made for "
+        "generation g: sampling them (the world's generate_flops: a language model's "
+        "decoding with the key/value cache, a defense's passes included; a classifier's "
+        "forward pass per input), plus scoring them under filter=self_likelihood; under "
+        "mix=fresh the rows whose slots real data fills are counted too, as in "
+        "synthetic_count; 0 at generation 0, which learned from real data"),
 }
 
 
@@ -126,13 +126,14 @@ class Chain(NamedTuple):
         """Whether the world counts its sampling's FLOPs (``sample_flops`` is recorded)."""
         return hasattr(self.world, "generate_flops")
 
-    def sample_flops(self, teacher: Params) -> float:
-        """FLOPs of one generation's synthetic data from ``teacher`` (``sample_flops``)."""
-        n = self.world.n_samples
-        flops = self.world.generate_flops(teacher, n)
+    def sample_flops(self, teacher: Params, generation: Array | int) -> Array:
+        """FLOPs of generation g's synthetic data from ``teacher`` (``sample_flops``): its
+        n_g rows (``synthetic_count``) sampled and, under ``filter=self_likelihood``,
+        scored."""
+        per_row = self.world.generate_flops(teacher, 1)
         if self.curation is not None and self.curation.kind is Filter.self_likelihood:
-            flops += self.world.log_likelihood_flops(teacher, n)
-        return flops
+            per_row += self.world.log_likelihood_flops(teacher, 1)
+        return jnp.float32(per_row) * jnp.float32(self.mix.synthetic_count(generation))
 
     def generate(self, key: Array, state: ChainState, dyn: Dyn) -> Data:
         """The teacher's n samples, as the chain draws them (lane by lane where it runs lane
@@ -213,7 +214,7 @@ class Chain(NamedTuple):
         produced = {**produced, "synthetic_count": jnp.float32(
             self.mix.synthetic_count(generation))}
         if self.counts_sample_flops:
-            produced["sample_flops"] = jnp.float32(self.sample_flops(teacher))
+            produced["sample_flops"] = self.sample_flops(teacher, generation)
         return produced
 
     def produce(self, state: ChainState, generation: Array, key: Array, dyn: Dyn

@@ -15,6 +15,7 @@ from sim import experiment, objectives
 from sim.config import Config
 from sim.distill import (DistillConfig, Missing, Objective, SamplingConfig, StudentConfig,
                          TrainConfig, dynamic_settings)
+from sim.mix import MixConfig
 from sim.models import transformer as tf
 from sim.train import train
 from sim.worlds.lm import LMParams, sample_sequences
@@ -166,6 +167,17 @@ def test_sampling_never_emits_bos_and_greedy_is_deterministic(teacher_and_data):
     plain = jax.jit(lambda k: sample_sequences(k, teacher.weights, teacher.cfg, 16, 8, 8))
     np.testing.assert_array_equal(np.asarray(plain(jax.random.key(5))),
                                   np.asarray(draw(jax.random.key(5), 1.0)))
+
+
+def test_sample_flops_count_the_rows_a_synthetic_count_schedule_makes():
+    """The teacher samples n_g sequences for generation g (the rest of the n slots are
+    masked), so the sampling cost follows the schedule."""
+    chain = experiment.build(Config(world=TINY, generations=2, progress=False,
+                                    mix=MixConfig(synthetic_schedule=(100, 25)))).chain
+    teacher = LMParams(None, jnp.float32(0), chain.world.teacher_arch)
+    per_row = tf.decode_flops(teacher.cfg, TINY.seq_len)
+    for g, rows in [(1, 100), (2, 25)]:
+        assert float(chain.sample_flops(teacher, g)) == pytest.approx(rows * per_row, 1e-6)
 
 
 @pytest.mark.filterwarnings("ignore:Some donated buffers were not usable")
