@@ -1,4 +1,5 @@
 """python -m analysis PATH [--metrics a,b] [--generation G] [--format pdf,png] [--partial]
+[--compare KEY]
 
 Writes PATH/figures/ (figures, summary tables) and PATH/report.html, then prints where.
 """
@@ -37,6 +38,9 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated figure formats: pdf, png, svg (default: pdf,png)")
     p.add_argument("--partial", action="store_true",
                    help="use the finished jobs of a sweep that is still running")
+    p.add_argument("--compare", default=None, metavar="KEY",
+                   help="the swept key whose values the paired comparisons compare "
+                        "(default: the first with two or more values)")
     return p
 
 
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         written = write_outputs(args.path, args.metrics, args.generation,
-                                tuple(args.format), args.partial)
+                                tuple(args.format), args.partial, args.compare)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

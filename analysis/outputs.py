@@ -103,6 +103,18 @@ def check_generation(ds: xr.Dataset, generation: int | None) -> int:
     return generation
 
 
+def check_compare(ds: xr.Dataset, key: str | None) -> str | None:
+    """The swept key the paired comparisons compare: ``key``, or by default the first with
+    two or more values (None: nothing to compare)."""
+    if key is None:
+        return stats.comparison_dim(ds)
+    keys = [d for d in swept_dims(ds) if ds.sizes[d] >= 2]
+    if key not in keys:
+        raise UsageError(f"--compare={key} is not a swept key with two or more values; this "
+                         f"Dataset's: {', '.join(keys) or 'none'}")
+    return key
+
+
 def check_formats(formats: list[str]) -> list[str]:
     for fmt in formats:
         if fmt not in FORMATS:
@@ -207,10 +219,12 @@ def _write_table(out: Path, stem: str, caption: str, header: list[str],
     return [markdown, latex]
 
 
-def write_tables(ds: xr.Dataset, metrics: list[str], generation: int, out: Path
+def write_tables(ds: xr.Dataset, metrics: list[str], generation: int, out: Path,
+                 dim: str | None = None
                  ) -> tuple[list[Path], list[ReportTable]]:
     """The summary table, the rates (change per generation) and, in a sweep, the paired
-    comparisons, as Markdown and LaTeX under ``out``; the files and the report's tables."""
+    comparisons of ``dim``'s values (default: ``stats.comparison_dim``), as Markdown and
+    LaTeX under ``out``; the files and the report's tables."""
     seeds = ds.sizes["seed"]
     summary = tables.summary_table(ds, metrics, generation)
     header, rows = tables.text_table(summary, ds)
@@ -229,7 +243,7 @@ def write_tables(ds: xr.Dataset, metrics: list[str], generation: int, out: Path
             files += _write_table(out, "rates", "Change per generation: " + note, header,
                                   rows)
             shown.append(ReportTable("Change per generation", header, rows, note))
-    dim = stats.comparison_dim(ds)
+    dim = dim or stats.comparison_dim(ds)
     if dim is None or seeds < 2:
         return files, shown
     in_summary = set(summary["metric"]) if not summary.empty else set()
@@ -256,20 +270,21 @@ def write_tables(ds: xr.Dataset, metrics: list[str], generation: int, out: Path
 
 def write_outputs(path: str | Path, metrics: list[str] | None = None,
                   generation: int | None = None, formats: tuple[str, ...] = ("pdf", "png"),
-                  partial: bool = False) -> Written:
+                  partial: bool = False, compare: str | None = None) -> Written:
     """Figures and tables into ``PATH/figures/``, the report into ``PATH/report.html``."""
     path = Path(path)
     formats = check_formats(list(formats))
     ds, files = open_results(path, partial)
     metrics = check_metrics(ds, metrics)
     generation = check_generation(ds, generation)
+    compare = check_compare(ds, compare)
     root = path.parent if path.is_file() else path
     out = root / FIGURES
     config = ds.attrs.get("config") or run_attrs(files[0]).get("config", "")
 
     figure_files, shown = write_figures(plan(ds, metrics, generation, config), out, root,
                                         formats)
-    table_files, report_tables = write_tables(ds, metrics, generation, out)
+    table_files, report_tables = write_tables(ds, metrics, generation, out, compare)
 
     varied = figures.varied_dims(ds)
     skipped = [m for m in metrics if not is_informative(ds[m])]

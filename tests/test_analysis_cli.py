@@ -69,6 +69,18 @@ def test_cli_metrics_option_limits_the_figures(sweep, capsys):
     assert {n for n in names if n.endswith(".png")} == {"curves_loss.png", "heatmap_loss.png"}
 
 
+def test_cli_compares_the_swept_key_asked_for(sweep, capsys):
+    """By default the first swept key with two values (mix); --compare picks another."""
+    assert main([str(sweep), "--metrics", "loss", "--format", "png"]) == 0
+    table = (sweep / "figures" / "comparisons.md").read_text()
+    assert table.startswith("Wilcoxon signed-rank test of mix = a against b")
+    assert main([str(sweep), "--metrics", "loss", "--format", "png",
+                 "--compare", "sampling.temperature"]) == 0
+    table = (sweep / "figures" / "comparisons.md").read_text()
+    assert table.startswith("Wilcoxon signed-rank test of sampling.temperature = a against b")
+    assert "| loss | 0.5 | 0.8 | mix=accumulate |" in table
+
+
 def test_cli_refuses_a_sweep_still_running_unless_partial(sweep, capsys):
     (sweep / "2" / ".hydra").mkdir(parents=True)
     assert main([str(sweep)]) == 2
@@ -88,6 +100,9 @@ def test_cli_refuses_a_sweep_still_running_unless_partial(sweep, capsys):
                                        "generations 0..4"),
     (["{sweep}", "--format", "jpg"], "--format: 'jpg' is not one of pdf, png, svg"),
     (["{sweep}", "--generation", "x"], "argument --generation: invalid int value"),
+    (["{sweep}", "--compare", "distill"], "--compare=distill is not a swept key with two or "
+                                          "more values; this Dataset's: mix, "
+                                          "sampling.temperature"),
 ])
 def test_cli_errors_are_one_line_with_exit_status_2(sweep, tmp_path, capsys, args, message):
     (tmp_path / "empty").mkdir()
