@@ -92,7 +92,7 @@ def slopes(da: xr.DataArray) -> xr.DataArray:
     y = da.isel(generation=np.flatnonzero(da.notnull().any(others).values))
     g = y["generation"].astype(np.float64)
     if y.sizes["generation"] < 2:
-        return (y.isel(generation=0, drop=True) * np.nan).astype(np.float64)
+        return (da.isel(generation=0, drop=True) * np.nan).astype(np.float64)
     centred = g - g.mean()
     slope = ((y - y.mean("generation")) * centred).sum("generation", skipna=False)
     return (slope / float((centred ** 2).sum())).assign_attrs(da.attrs)

@@ -136,6 +136,7 @@ def test_slopes_are_each_seeds_least_squares_fit_against_generation():
     fitted = stats.slopes(holed)
     assert fitted.isel(seed=0).isnull().all() and fitted.isel(seed=1).notnull().all()
     assert stats.slopes(ds["loss"].isel(generation=[3])).isnull().all()
+    assert stats.slopes(ds["loss"] * np.nan).isnull().all()  # no values at all
 
 
 def test_comparisons_of_the_change_per_generation_pair_each_seeds_slopes():
