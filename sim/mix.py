@@ -50,9 +50,10 @@ from sim.worlds.base import Array, Data, Dyn, MetricInfo
 # schedule combine into one variable (world.n_samples where none is set).
 MIX_INFO = {
     "synthetic_count": MetricInfo(
-        "synthetic samples", "", "n_g, the number of the teacher's samples generation g "
-        "learned from before any filter (mix.synthetic_schedule or mix.synthetic_decay; "
-        "world.n_samples without either; 0 at generation 0, which fits world.n_samples "
+        "synthetic samples", "", "n_g, the number of samples the teacher made for "
+        "generation g, before any filter (mix.synthetic_schedule or mix.synthetic_decay; "
+        "world.n_samples without either, when under mix=fresh the round(r_g n) real rows "
+        "take the place of as many of them; 0 at generation 0, which fits world.n_samples "
         "real samples)"),
 }
 
