@@ -27,9 +27,11 @@ def summary_table(ds: xr.Dataset, metrics: list[str], generation: int) -> pd.Dat
 def rate_table(ds: xr.Dataset, metrics: list[str]) -> pd.DataFrame:
     """As ``summary_table``, of each metric's change per generation: its least-squares
     slope against generation in every seed (``stats.slopes``). Metrics that are the same in
-    every seed (costs the config fixes) are left out, as are those with their own dims."""
-    return _seed_table(ds, {m: slopes(ds[m]) for m in metrics
-                            if not own_dims(ds[m], ds) and varies_over_seeds(ds[m])})
+    every seed of several (costs the config fixes) are left out, as are those with their
+    own dims."""
+    several = ds.sizes["seed"] >= 2
+    return _seed_table(ds, {m: slopes(ds[m]) for m in metrics if not own_dims(ds[m], ds)
+                            and (varies_over_seeds(ds[m]) or not several)})
 
 
 def _seed_table(ds: xr.Dataset, values: dict[str, xr.DataArray]) -> pd.DataFrame:

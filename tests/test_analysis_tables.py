@@ -38,6 +38,10 @@ def test_rate_table_values_are_the_seed_statistics_of_the_slopes():
     assert row["sem"] == pytest.approx(scipy.stats.sem(x))
     header, _ = tables.text_table(table, ds, per="per generation")
     assert header[-1] == "loss (nats per generation)"
+    # one seed: every metric varies over none, and each still has its slope
+    one = synthetic(seeds=1)
+    assert set(tables.rate_table(one, ["loss", "trait_rate"])["metric"]) == {"loss",
+                                                                           "trait_rate"}
 
 
 @pytest.mark.parametrize("mean, sem, text", [
