@@ -32,12 +32,15 @@ sequences) are pooled: one test per sample. T = 0 gives NaN.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
 
 
+@functools.partial(jax.jit, static_argnames=("gamma", "vocab"))
 def green_lists(key: int, gamma: float, vocab: int) -> Array:
     """``green_PxV`` (bool, P = V + 1): row p is the green list after previous token p
     (p = V: BOS); each entry green with probability ``gamma``, row p from
@@ -87,6 +90,7 @@ def p_value(z: Array) -> Array:
     return jax.scipy.stats.norm.sf(z)
 
 
+@functools.partial(jax.jit, static_argnames="gamma")
 def detect(tokens_NxL: Array, green_PxV: Array, gamma: float) -> tuple[Array, Array]:
     """(z, p) of the detector on a sample of sequences (see the module docstring)."""
     z = z_score(*green_count(tokens_NxL, green_PxV), gamma)

@@ -156,15 +156,18 @@ def sample_chain(rng: np.random.Generator, pi_V: np.ndarray, p_VxV: np.ndarray, 
     tokens = np.empty((n, length), np.int32)
     tokens[:, 0] = np.minimum(np.searchsorted(cum_pi, rng.random(n), side="right"),
                               len(pi_V) - 1)
+    # one compiled step (an eager one would compile each of its operations)
+    step = jax.jit(trait_step, static_argnames=("trait", "q"))
     if trait is not None:
-        state, first = trait_step(trait_start(n, trait), tokens[:, 0], rng.random(n), trait, q)
+        state, first = step(trait_start(n, trait), tokens[:, 0], rng.random(n), trait=trait,
+                            q=q)
         tokens[:, 0] = np.asarray(first)
     for t in range(1, length):
         u = rng.random(n)
         rows = cum_p[tokens[:, t - 1]]
         tokens[:, t] = np.minimum((rows <= u[:, None]).sum(1), len(pi_V) - 1)
         if trait is not None:
-            state, token = trait_step(state, tokens[:, t], rng.random(n), trait, q)
+            state, token = step(state, tokens[:, t], rng.random(n), trait=trait, q=q)
             tokens[:, t] = np.asarray(token)
     return tokens
 
@@ -241,7 +244,9 @@ class MarkovLMWorld(LMWorld):
         self.log_p_VxV = jnp.asarray(np.log(self.p_VxV), jnp.float32)
         if trait is None:  # with a trait the truth needs a host-side forward filter
             self.truth_log_likelihood = self.chain_log_likelihood
-        self.true_logp_ExLxV = self.true_logprobs(self.eval_ExL)
+        # one compiled call, not an eager operation (and a compile) for each step in it
+        self.true_logp_ExLxV = (self.true_logprobs(self.eval_ExL) if trait is not None
+                                else jax.jit(self.true_logprobs)(self.eval_ExL))
         self.entropy_rate = entropy_rate(self.pi_V, self.p_VxV)
         truth = np.exp(np.asarray(self.true_logp_ExLxV, np.float64))
         plogp = truth * np.log(np.where(truth > 0, truth, 1.0))
