@@ -106,7 +106,7 @@ def make_proxy(defense: DefenseConfig, sample_real: Any, vocab: int, seq_len: in
     """The defender's proxy (module docstring), from ``sample_real(key, n)``."""
     root = jax.random.key(defense.key)
     n = defense.proxy_sequences
-    sample_real = jax.jit(sample_real, static_argnums=1)  # one compile, not one an operation
+    sample_real = jax.jit(sample_real, static_argnums=1)  # one compile, not one per operation
     return fit_proxy(jax.random.fold_in(root, 0), sample_real(jax.random.fold_in(root, 1), n),
                      sample_real(jax.random.fold_in(root, 2), n),
                      proxy_arch(defense, vocab, seq_len), defense.proxy_steps, batch_size,
