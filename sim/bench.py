@@ -23,8 +23,8 @@ lanes), ``sample_flops_per_s`` (the ``sample_flops`` the run records for that ge
 over the same time: decoding with the key/value cache), ``peak_memory_bytes``,
 ``backend`` and ``steal_fraction`` (the share of the host's CPU time that its hypervisor
 gave to other machines while the workload ran, from Linux's ``/proc/stat``: a shared cloud
-host's noisy neighbours, which every wall-clock figure above includes). The persistent compilation cache is off, so compiling is timed as a
-first run pays it.
+host's noisy neighbours, which every wall-clock figure above includes). The persistent
+compilation cache is off, so compiling is timed as a first run pays it.
 """
 
 from __future__ import annotations
