@@ -233,7 +233,8 @@ def write_tables(ds: xr.Dataset, metrics: list[str], generation: int, out: Path,
     shown = [ReportTable(f"Summary at generation {generation}", header, rows,
                          f"mean ± standard error over {seeds} seeds; the 95% bootstrap "
                          "intervals are in the figures")]
-    if ds.sizes["generation"] >= 3:  # a slope through two points is just their difference
+    rated = ds.sizes["generation"] >= 3  # a slope through two points is their difference
+    if rated:
         rates = tables.rate_table(ds, metrics)
         header, rows = tables.text_table(rates, ds, per="per generation")
         if rows:
@@ -249,7 +250,7 @@ def write_tables(ds: xr.Dataset, metrics: list[str], generation: int, out: Path,
     in_summary = set(summary["metric"]) if not summary.empty else set()
     compared = [m for m in metrics if m in in_summary and is_informative(ds[m])]
     kinds = [(generation, "comparisons", f"at generation {generation}", "")]
-    if ds.sizes["generation"] >= 3:
+    if rated:
         kinds.append((None, "rate_comparisons", "of each seed's change per generation (the "
                       "slopes of rates.md)", ": change per generation"))
     for at, stem, what, title in kinds:

@@ -130,9 +130,9 @@ class Chain(NamedTuple):
         """FLOPs of generation g's synthetic data from ``teacher`` (``sample_flops``): its
         n_g rows (``synthetic_count``) sampled and, under ``filter=self_likelihood``,
         scored."""
-        per_row = self.world.generate_flops(teacher, 1)
+        per_row = self.world.generate_flops(teacher)
         if self.curation is not None and self.curation.kind is Filter.self_likelihood:
-            per_row += self.world.log_likelihood_flops(teacher, 1)
+            per_row += self.world.log_likelihood_flops(teacher)
         return jnp.float32(per_row) * jnp.float32(self.mix.synthetic_count(generation))
 
     def generate(self, key: Array, state: ChainState, dyn: Dyn) -> Data:

@@ -75,9 +75,9 @@ def test_the_proxy_pair_is_counted_with_the_teacher(world):
     proxy pair runs beside it: two proxy passes per token in the FLOPs."""
     plain, teacher = _world(DefenseConfig(), Objective.hard), _teacher(world)
     proxy, length = world.proxy.cfg, SMALL.seq_len
-    assert world.generate_flops(teacher, 10) == 10 * (
+    assert world.generate_flops(teacher) == (
         tf.decode_flops(teacher.cfg, length) + 2 * tf.decode_flops(proxy, length))
-    assert plain.generate_flops(teacher, 10) == 10 * tf.decode_flops(teacher.cfg, length)
+    assert plain.generate_flops(teacher) == tf.decode_flops(teacher.cfg, length)
     tokens = TRAIN.steps * TRAIN.batch_size * length
     student = tf.train_flops_per_token(world.student_arch)
     for w, passes in [(world, tf.flops_per_token(teacher.cfg) + 2 * tf.flops_per_token(proxy)),

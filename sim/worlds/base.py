@@ -97,8 +97,8 @@ class World(Protocol):
     # log_likelihood(params, data) -> (N,) log-likelihood of every row under a model
     # Optional: the model FLOPs of producing and scoring synthetic rows, recorded per
     # generation as ``sample_flops`` (sim.chain); absent = not recorded.
-    # generate_flops(params, n) -> float, the FLOPs of ``generate(key, params, n, dyn)``
-    # log_likelihood_flops(params, n) -> float, of ``log_likelihood`` on n rows (where a
+    # generate_flops(params) -> int, the FLOPs of each row ``generate`` makes
+    # log_likelihood_flops(params) -> int, of ``log_likelihood`` on each row (where a
     # filter scores with it)
     # Optional: metrics of the data a teacher served this generation (its n_samples rows,
     # before any filter), e.g. the watermark in an LM teacher's text; absent = none.

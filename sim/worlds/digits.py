@@ -333,10 +333,10 @@ class DigitsWorld:
         y = sampler.sample(k_labels, logits, **decoding(self.sampling, dyn))
         return {"row": row, "y": y}
 
-    def generate_flops(self, params: Classifier, n: int) -> float:
-        """FLOPs of ``generate``: one teacher forward pass per labelled input."""
-        cfg = mlp_config_of(params.weights, self.teacher_mlp.activation)
-        return float(n * mlp.flops_per_example(cfg))
+    def generate_flops(self, params: Classifier) -> int:
+        """FLOPs of each row ``generate`` makes: a teacher forward pass of its input."""
+        return mlp.flops_per_example(mlp_config_of(params.weights,
+                                                   self.teacher_mlp.activation))
 
     # ---------------------------------------------------------------- model
 

@@ -662,17 +662,17 @@ class LMWorld:
                                 logit_bias_PxV=self.watermark_bias(params, dyn),
                                 contrast=self.antidistillation_contrast(params, dyn))
 
-    def generate_flops(self, params: LMParams, n: int) -> float:
-        """FLOPs of ``generate``: n sequences decoded with the cache by the teacher, and by
-        the antidistillation proxy's pair beside it."""
-        per_sequence = tf.decode_flops(params.cfg, self.seq_len)
+    def generate_flops(self, params: LMParams) -> int:
+        """FLOPs of each sequence ``generate`` makes: decoded with the cache by the teacher,
+        and by the antidistillation proxy's pair beside it."""
+        flops = tf.decode_flops(params.cfg, self.seq_len)
         if (proxy := self._proxy_pair()) is not None:
-            per_sequence += 2 * tf.decode_flops(proxy, self.seq_len)
-        return float(n * per_sequence)
+            flops += 2 * tf.decode_flops(proxy, self.seq_len)
+        return flops
 
-    def log_likelihood_flops(self, params: LMParams, n: int) -> float:
-        """FLOPs of ``log_likelihood`` of n sequences: one teacher-forced forward pass."""
-        return float(n * self.seq_len * tf.flops_per_token(params.cfg))
+    def log_likelihood_flops(self, params: LMParams) -> int:
+        """FLOPs of ``log_likelihood`` of each sequence: a teacher-forced forward pass."""
+        return self.seq_len * tf.flops_per_token(params.cfg)
 
     def log_likelihood(self, params: LMParams, tokens_NxL: Array) -> Array:
         """sum_t log q(x_t | x_<t) of every sequence (N,) under a model's own next-token

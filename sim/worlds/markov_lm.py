@@ -40,6 +40,7 @@ Lanes on one CPU: vmap vs lax.map batches, see ``LMWorld.cpu_lane_batch``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -131,6 +132,7 @@ def trait_start(n: int, trait: Trait) -> TraitState:
                       jnp.full(n, len(trait.continuation_M), jnp.int32))
 
 
+@functools.partial(jax.jit, static_argnames=("trait", "q"))  # host-side callers: one compile
 def trait_step(state: TraitState, natural_N: Array, coin_N: Array, trait: Trait,
                q: float) -> tuple[TraitState, Array]:
     """Emit one token per sequence: the next continuation token while one is planted, else
@@ -156,18 +158,15 @@ def sample_chain(rng: np.random.Generator, pi_V: np.ndarray, p_VxV: np.ndarray, 
     tokens = np.empty((n, length), np.int32)
     tokens[:, 0] = np.minimum(np.searchsorted(cum_pi, rng.random(n), side="right"),
                               len(pi_V) - 1)
-    # one compiled step (an eager one would compile each of its operations)
-    step = jax.jit(trait_step, static_argnames=("trait", "q"))
     if trait is not None:
-        state, first = step(trait_start(n, trait), tokens[:, 0], rng.random(n), trait=trait,
-                            q=q)
+        state, first = trait_step(trait_start(n, trait), tokens[:, 0], rng.random(n), trait, q)
         tokens[:, 0] = np.asarray(first)
     for t in range(1, length):
         u = rng.random(n)
         rows = cum_p[tokens[:, t - 1]]
         tokens[:, t] = np.minimum((rows <= u[:, None]).sum(1), len(pi_V) - 1)
         if trait is not None:
-            state, token = step(state, tokens[:, t], rng.random(n), trait=trait, q=q)
+            state, token = trait_step(state, tokens[:, t], rng.random(n), trait, q)
             tokens[:, t] = np.asarray(token)
     return tokens
 
@@ -244,9 +243,7 @@ class MarkovLMWorld(LMWorld):
         self.log_p_VxV = jnp.asarray(np.log(self.p_VxV), jnp.float32)
         if trait is None:  # with a trait the truth needs a host-side forward filter
             self.truth_log_likelihood = self.chain_log_likelihood
-        # one compiled call, not an eager operation (and a compile) for each step in it
-        self.true_logp_ExLxV = (self.true_logprobs(self.eval_ExL) if trait is not None
-                                else jax.jit(self.true_logprobs)(self.eval_ExL))
+        self.true_logp_ExLxV = jnp.asarray(self.true_logprobs(np.asarray(self.eval_ExL)))
         self.entropy_rate = entropy_rate(self.pi_V, self.p_VxV)
         truth = np.exp(np.asarray(self.true_logp_ExLxV, np.float64))
         plogp = truth * np.log(np.where(truth > 0, truth, 1.0))
@@ -269,15 +266,15 @@ class MarkovLMWorld(LMWorld):
             f"{self.entropy_rate:.4f}{'' if trait is None else ' without the trait'})")
         self.set_proxy()
 
-    def true_logprobs(self, tokens_BxL: Array) -> Array:
-        """The true next-token log-probabilities ``B x L x V`` at every position (with a
-        trait: of concrete tokens, by ``trait_truth_logprobs``)."""
+    def true_logprobs(self, tokens_BxL: np.ndarray) -> np.ndarray:
+        """The true next-token log-probabilities ``B x L x V`` (float32) at every position
+        of concrete tokens, on the host (with a trait: by ``trait_truth_logprobs``)."""
         if self.trait is not None:
-            return jnp.asarray(trait_truth_logprobs(np.asarray(tokens_BxL), self.pi_V,
-                                                    self.p_VxV, self.trait, self.planting),
-                               jnp.float32)
-        first_Bx1xV = jnp.broadcast_to(self.log_pi_V, tokens_BxL.shape[:-1] + (1, self.vocab))
-        return jnp.concatenate([first_Bx1xV, self.log_p_VxV[tokens_BxL[..., :-1]]], axis=-2)
+            return trait_truth_logprobs(tokens_BxL, self.pi_V, self.p_VxV, self.trait,
+                                        self.planting).astype(np.float32)
+        log_pi_V, log_p_VxV = (np.log(p).astype(np.float32) for p in (self.pi_V, self.p_VxV))
+        first_Bx1xV = np.broadcast_to(log_pi_V, tokens_BxL.shape[:-1] + (1, self.vocab))
+        return np.concatenate([first_Bx1xV, log_p_VxV[tokens_BxL[..., :-1]]], axis=-2)
 
     def chain_log_likelihood(self, tokens_NxL: Array) -> Array:
         """log pi(x_0) + sum_t log P(x_{t-1}, x_t) of every sequence under the true chain
