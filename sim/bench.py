@@ -190,16 +190,17 @@ def bench_lm(overrides: list[str]) -> list[dict[str, Any]]:
     built, ds, wall, compiling = run_timed(cfg)
     world = built.chain.world
     sample_tokens = cfg.seeds * world.n_samples * world.seq_len  # per generation
-    sampling = sample_seconds(built)
-    train_s = wall - compiling - cfg.generations * sampling
+    sampling = sample_seconds(built) if cfg.generations else None  # generation 0 samples none
+    train_s = wall - compiling - cfg.generations * (sampling or 0.0)
     train_tokens = (cfg.generations + 1) * cfg.seeds * cfg.train.steps * cfg.train.batch_size \
         * world.seq_len
     train_flops = float(ds.train_flops.sum())
     return [result_row("lm", wall_s=wall, compile_s=compiling,
                  train_tokens_per_s=train_tokens / train_s,
                  train_flops_per_s=train_flops / train_s,
-                 sample_tokens_per_s=sample_tokens / sampling,
-                 sample_flops_per_s=float(ds.sample_flops.sel(generation=1).sum()) / sampling,
+                 sample_tokens_per_s=None if sampling is None else sample_tokens / sampling,
+                 sample_flops_per_s=None if sampling is None
+                 else float(ds.sample_flops.sel(generation=1).sum()) / sampling,
                  peak_memory_bytes=int(ds.peak_memory_bytes.max()))]
 
 

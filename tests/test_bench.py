@@ -1,6 +1,9 @@
-"""The benchmark command's pieces (the workloads themselves are timed by hand, not here)."""
+"""The benchmark command's pieces (the workloads themselves are timed by hand, not here;
+one tiny run checks a case the fields must handle)."""
 
 import json
+
+import pytest
 
 from sim import bench
 
@@ -50,3 +53,11 @@ def test_the_fraction_is_of_the_ceiling_given_and_only_where_there_is_training()
                                                    "train_fraction_of_ceiling": 0.375}
     assert bench.against_ceiling(gaussian, 4e11)["train_fraction_of_ceiling"] is None
     assert bench.against_ceiling(gaussian, 4e11)["ceiling_flops_per_s"] == 4e11
+
+
+@pytest.mark.slow
+def test_an_lm_run_without_a_sampled_generation_has_no_sampling_rate():
+    row, = bench.bench_lm(["generations=0", "seeds=1", "train.steps=2", "world.width=16",
+                           "world.n_samples=16", "world.seq_len=8", "world.vocab_size=8"])
+    assert row["sample_tokens_per_s"] is None and row["sample_flops_per_s"] is None
+    assert row["train_tokens_per_s"] > 0 and row["peak_memory_bytes"] > 0
