@@ -96,7 +96,8 @@ def fit_proxy(key: Array, train_NxL: Array, held_NxL: Array, cfg: tf.Transformer
     weights, _ = train(k_train, tf.init(k_init, cfg),
                        lambda w, tokens_BxL: nll(w, cfg, tokens_BxL), train_NxL,
                        jnp.ones(train_NxL.shape[0]), steps, batch_size,
-                       make_optimizer(lr, weight_decay, clip_norm=1.0))
+                       make_optimizer(lr, weight_decay, clip_norm=1.0),
+                       microbatches=tf.train_microbatches(cfg, batch_size))
     gradient = jax.grad(nll)(weights, cfg, held_NxL)
     return Proxy(*perturbed(weights, gradient, epsilon), cfg, epsilon)
 

@@ -130,6 +130,33 @@ def final_loss(losses_S: Array) -> Array:
     return jnp.mean(losses_S[-tail:])
 
 
+def sliced_value_and_grad(loss_fn: LossFn, slices: int) -> LossFn:
+    """``jax.value_and_grad(loss_fn)`` for a loss that is a mean over the minibatch's rows,
+    computed over ``slices`` equal slices of the rows one after another (``lax.scan``) and
+    averaged: the same value and gradient up to float rounding. On CPU, slices small
+    enough for their activations to stay in cache make a training step 13-18% faster than
+    the whole minibatch at once (``sim.models.transformer.train_microbatches``)."""
+    value_and_grad = jax.value_and_grad(loss_fn)
+    if slices == 1:
+        return value_and_grad
+
+    def sliced(params: Params, batch: Data) -> tuple[Array, Params]:
+        rows = jax.tree_util.tree_leaves(batch)[0].shape[0]
+        if rows % slices:
+            raise ValueError(f"{rows} rows do not split into {slices} equal microbatches")
+        batch_M = jax.tree_util.tree_map(
+            lambda x: x.reshape((slices, rows // slices) + x.shape[1:]), batch)
+
+        def add(total: tuple[Array, Params], part: Data) -> tuple[tuple[Array, Params], None]:
+            return jax.tree_util.tree_map(jnp.add, total, value_and_grad(params, part)), None
+
+        zero = (jnp.zeros((), jnp.float32), jax.tree_util.tree_map(jnp.zeros_like, params))
+        total = jax.lax.scan(add, zero, batch_M)[0]
+        return jax.tree_util.tree_map(lambda x: x / slices, total)
+
+    return sliced
+
+
 def draw_indices(key: Array, weights_N: Array, batch_size: int) -> Array:
     """``batch_size`` row indices drawn with replacement, P(i) proportional to weights_N[i]
     (negative weights count as 0). Rows of weight 0 are never drawn: an inverse-CDF draw
@@ -147,7 +174,7 @@ def draw_indices(key: Array, weights_N: Array, batch_size: int) -> Array:
 
 def train(key: Array, params: Params, loss_fn: LossFn, data: Data, weights_N: Array,
           steps: int, batch_size: int, optimizer: optax.GradientTransformation | None = None,
-          loss_takes_key: bool = False) -> tuple[Params, Array]:
+          loss_takes_key: bool = False, microbatches: int = 1) -> tuple[Params, Array]:
     """Run ``steps`` optimiser steps of ``loss_fn(params, minibatch)``.
 
     Step s draws its minibatch with key ``fold_in(key, s)``. With ``loss_takes_key`` the
@@ -156,12 +183,16 @@ def train(key: Array, params: Params, loss_fn: LossFn, data: Data, weights_N: Ar
     into the minibatch key and the loss key. Returns the final params and
     the per-step minibatch losses ``losses_S`` (before each step's update). With all
     weights 0 nothing is updated and the losses are NaN. ``optimizer`` defaults to
-    ``make_optimizer()`` (AdamW, lr 1e-3).
+    ``make_optimizer()`` (AdamW, lr 1e-3). ``microbatches`` > 1 takes each step's loss
+    and gradient over that many slices of the minibatch in turn (``sliced_value_and_grad``;
+    the loss must be a mean over the rows and take no key).
     """
     optimizer = make_optimizer() if optimizer is None else optimizer
     weights_N = jnp.asarray(weights_N, jnp.float32)
     has_data = jnp.sum(jnp.maximum(weights_N, 0.0)) > 0.0
-    value_and_grad = jax.value_and_grad(loss_fn)
+    if microbatches > 1 and loss_takes_key:
+        raise ValueError("a loss that takes a key cannot be sliced into microbatches")
+    value_and_grad = sliced_value_and_grad(loss_fn, microbatches)
     # The loop carries the parameters as one vector: freshly drawn ones (sim.models.
     # draw_params) then enter it as one array, not as slices that XLA would compute apart.
     params_P, unravel = ravel_pytree(params)

@@ -185,3 +185,72 @@ def test_weight_decay_touches_matrices_only_and_follows_the_schedule() -> None:
     decay = [-float(u["kernel"][0, 0]) / 0.05 for u in cosine]  # lr(t) / lr
     np.testing.assert_allclose(decay, [0.5 * (1 + np.cos(np.pi * t / 6)) for t in range(6)],
                                rtol=1e-5, atol=1e-7)
+
+
+def test_microbatches_give_the_whole_minibatch_loss_and_gradient() -> None:
+    """Slices of a minibatch taken in turn and averaged: the same loss and gradient as the
+    whole minibatch at once (float rounding apart), and the same trained model."""
+    cfg = tf.TransformerConfig(vocab_size=8, context=8, layers=1, width=16, heads=2)
+    tokens = jax.random.randint(jax.random.key(0), (16, 9), 0, 8)
+    params = tf.init(jax.random.key(1), cfg)
+
+    def loss_fn(params: dict, batch: jax.Array) -> jax.Array:
+        logits, _ = tf.apply(params, batch[:, :-1], cfg)
+        return ob.hard(logits, batch[:, 1:])
+
+    whole = jax.jit(jax.value_and_grad(loss_fn))(params, tokens)
+    for slices in (2, 4, 16):
+        sliced = jax.jit(tr.sliced_value_and_grad(loss_fn, slices))(params, tokens)
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5,
+                                                                        atol=1e-7),
+                               sliced, whole)
+    # unequal slices are refused (they would weigh rows unequally)
+    try:
+        tr.sliced_value_and_grad(loss_fn, 3)(params, tokens)
+        raise AssertionError("16 rows split into 3 microbatches")
+    except ValueError as e:
+        assert "3 equal microbatches" in str(e)
+
+    def fit(microbatches: int) -> tuple[dict, jax.Array]:
+        return jax.jit(lambda k, p: tr.train(k, p, loss_fn, tokens, jnp.ones(16), 5, 8,
+                                             tr.make_optimizer(1e-2),
+                                             microbatches=microbatches))(
+            jax.random.key(2), params)
+
+    (p_whole, l_whole), (p_sliced, l_sliced) = fit(1), fit(4)
+    np.testing.assert_allclose(l_sliced, l_whole, rtol=1e-5)
+    # Adam divides each gradient entry by its own scale, so an entry near 0 whose rounding
+    # differs moves by up to a fraction of the learning rate (1e-2): 1e-4 is 1% of a step
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4),
+                           p_sliced, p_whole)
+
+
+def test_a_loss_that_takes_a_key_is_not_sliced() -> None:
+    """Each slice would draw its own randomness (e.g. an on-policy coin per slice instead
+    of per minibatch), so ``train`` refuses the combination."""
+    data = _mlp_data(0)
+    try:
+        tr.train(jax.random.key(0), mlp.init(jax.random.key(1), MLP_CFG),
+                 lambda p, b, k: _mlp_loss(p, b), data, jnp.ones(32), 2, 8,
+                 loss_takes_key=True, microbatches=2)
+        raise AssertionError("a keyed loss was sliced")
+    except ValueError as e:
+        assert "takes a key" in str(e)
+
+
+def test_train_microbatches_keep_a_slice_in_cache_on_cpu_only(monkeypatch) -> None:
+    lm_bench = tf.TransformerConfig(vocab_size=65, context=64, layers=2, width=128, heads=4)
+    default = tf.TransformerConfig(vocab_size=33, context=32, layers=2, width=64, heads=4)
+    # lm benchmark: a row's MLP hidden layer is 64 x 512 floats (128 KiB): 16 rows a slice
+    assert tf.train_microbatches(lm_bench, 64) == 4
+    assert tf.train_microbatches(lm_bench, 48) == 3
+    assert tf.train_microbatches(lm_bench, 17) == 1  # a prime: slices of 1 row are too short
+    assert tf.train_microbatches(default, 32) == 1  # 32 rows: 1 MiB
+    # long contexts: the attention scores (heads x context a position) are the widest
+    long = tf.TransformerConfig(vocab_size=65, context=512, layers=1, width=64, heads=8)
+    assert tf.train_microbatches(long, 8) == 8  # 4 x 512 x 8 x 512 = 8 MiB a row
+    # wide models: slices of 2 MiB would be 128 tokens; 512 is the floor
+    wide = tf.TransformerConfig(vocab_size=65, context=128, layers=4, width=1024, heads=8)
+    assert tf.train_microbatches(wide, 32) == 8
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert tf.train_microbatches(lm_bench, 64) == 1

@@ -460,6 +460,30 @@ def row_block(batch: int) -> int:
     return max(b for b in range(1, CPU_ROW_BLOCK + 1) if batch % b == 0)
 
 
+CPU_MICROBATCH_BYTES = 2 ** 21  # a training slice's widest activation on CPU ...
+CPU_MICROBATCH_MIN_TOKENS = 512  # ... and its fewest tokens
+
+
+def train_microbatches(cfg: TransformerConfig, batch: int) -> int:
+    """How many slices a training minibatch of ``batch`` sequences is taken in
+    (``sim.train.sliced_value_and_grad``). On CPU, the fewest that divide ``batch`` and
+    keep a slice's widest activation (the MLP's hidden layer or the attention scores,
+    float32) within ``CPU_MICROBATCH_BYTES``, so that the activations a slice keeps for
+    its backward pass stay in cache, but no slice shorter than
+    ``CPU_MICROBATCH_MIN_TOKENS``, below which the products slow down; elsewhere 1, which
+    fills an accelerator. Paired on 2 CPU cores (docs/performance.md), ms a lane-step:
+    the ``lm`` benchmark's model (64 x 64 tokens, width 128) 44.9 in 4 slices against
+    50.0 in one; width 256, 4 layers, 32 x 128 tokens: 294.5 in 8 slices of 512 tokens
+    against 363.7 in one, 391.9 in 32 of 128; the default run's model, no difference."""
+    if jax.default_backend() != "cpu":
+        return 1
+    row_bytes = 4 * cfg.context * max(cfg.mlp_ratio * cfg.width, cfg.heads * cfg.context)
+    min_rows = min(batch, -(-CPU_MICROBATCH_MIN_TOKENS // cfg.context))
+    slices = [m for m in range(1, batch + 1) if batch % m == 0 and batch // m >= min_rows]
+    return next((m for m in slices if batch // m * row_bytes <= CPU_MICROBATCH_BYTES),
+                slices[-1])
+
+
 def param_count(params: Params) -> int:
     """Number of scalars in one model's params (a lane-stacked pytree counts all lanes)."""
     return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))

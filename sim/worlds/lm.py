@@ -625,11 +625,12 @@ class LMWorld:
                                                                  teacher.cfg.width)
         t = self.train_cfg
         optimizer = optimizer_for(t, dyn, clip_norm=1.0)
+        takes_key = objective is Objective.on_policy or noisy(self.defense)
+        microbatches = 1 if takes_key else tf.train_microbatches(arch, t.batch_size)
         trained, losses_S = train(k_train, trainable,
                                   self.loss_fn(objective, arch, teacher, dyn), data,
                                   weights_N, t.steps, t.batch_size, optimizer,
-                                  loss_takes_key=(objective is Objective.on_policy
-                                                  or noisy(self.defense)))
+                                  loss_takes_key=takes_key, microbatches=microbatches)
         generation = jnp.int32(0) if teacher is None else teacher.generation + 1
         return (LMParams(trained["model"], self.train_flops(objective, arch, teacher, dyn),
                          arch, final_loss(losses_S), generation), losses_S)
