@@ -272,7 +272,7 @@ class MarkovLMWorld(LMWorld):
         if self.trait is not None:
             return trait_truth_logprobs(tokens_BxL, self.pi_V, self.p_VxV, self.trait,
                                         self.planting).astype(np.float32)
-        log_pi_V, log_p_VxV = (np.log(p).astype(np.float32) for p in (self.pi_V, self.p_VxV))
+        log_pi_V, log_p_VxV = np.asarray(self.log_pi_V), np.asarray(self.log_p_VxV)
         first_Bx1xV = np.broadcast_to(log_pi_V, tokens_BxL.shape[:-1] + (1, self.vocab))
         return np.concatenate([first_Bx1xV, log_p_VxV[tokens_BxL[..., :-1]]], axis=-2)
 
